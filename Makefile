@@ -1,0 +1,55 @@
+# `make test` and `make demo` do all of the set-up: they create .venv when missing and install the
+# project into it. Torch: a machine with an NVIDIA driver gets pip's default build; a CPU-only
+# machine gets the CPU build (torch 2.13.0 from the local wheel folder where one exists, otherwise
+# pass the CPU wheel index with TORCH_PIP_ARGS="--index-url <cpu index>"). Never a CUDA build on a CPU box.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+TORCH_VERSION ?= 2.13.0
+TORCH_PIP_ARGS ?=
+WHEELS ?= /opt/wheels
+
+.PHONY: install test lint format demo clean bench
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+		echo "torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then \
+		$(PIP) install -q "torch>=2.4" $(TORCH_PIP_ARGS); \
+	elif ls $(WHEELS)/torch-$(TORCH_VERSION)+cpu-*.whl >/dev/null 2>&1; then \
+		$(PIP) install -q "torch==$(TORCH_VERSION)" --find-links $(WHEELS); \
+	else \
+		$(PIP) install -q "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS); \
+	fi
+	$(PIP) install -q -e ".[dev]"
+	touch $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint
+	$(VENV)/bin/pytest -n 2 -q
+
+demo: install
+	@echo "== published architectures"; $(VENV)/bin/nas arch list
+	@echo "== DeepLabv3-ResNet-50 (21 classes, 513x513)"; $(VENV)/bin/nas arch info deeplabv3-resnet50 --classes 21 --size 513 513
+	@echo "== SpineNet-49"; $(VENV)/bin/nas arch info spinenet-49 --size 512 512
+	@echo "== sample -> mutate -> info"; $(VENV)/bin/nas arch sample --seed 1 | $(VENV)/bin/nas arch mutate - --seed 2 | $(VENV)/bin/nas arch info - --size 256 256
+	$(VENV)/bin/nas arch draw spinenet-49 -o spinenet-49.png && echo "topology drawing written to spinenet-49.png"
+
+bench: install
+	$(PY) benchmarks/builder_speed.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
