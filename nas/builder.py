@@ -93,9 +93,7 @@ class Backbone(nn.Module):
             if b.connection == "chain":
                 parent = b.parents[0]
                 stride = 2 ** (b.level - spec.level_of(parent))
-                body = block_group(
-                    b.type, spec.channels_of(parent), width, scaling.block_repeats, stride, b.dilation
-                )
+                body = block_group(b.type, spec.channels_of(parent), width, scaling.block_repeats, stride, b.dilation)
                 nodes.append(ChainNode(slot[parent], body))
             else:
                 resamplers = [

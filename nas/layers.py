@@ -165,9 +165,7 @@ class ASPP(nn.Module):
         branches += [conv3x3(in_channels, out_channels, rate, separable) for rate in rates]
         branches.append(ASPPPooling(in_channels, out_channels))
         self.branches = nn.ModuleList(branches)
-        self.project = nn.Sequential(
-            ConvBNAct(len(branches) * out_channels, out_channels, 1), nn.Dropout(dropout)
-        )
+        self.project = nn.Sequential(ConvBNAct(len(branches) * out_channels, out_channels, 1), nn.Dropout(dropout))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.project(torch.cat([branch(x) for branch in self.branches], dim=1))

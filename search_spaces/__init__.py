@@ -1,0 +1,30 @@
+"""The genotype: architecture specs, published networks, search spaces and their operations."""
+
+from .graph import from_graph, to_graph
+from .mutations import KINDS as MUTATION_KINDS
+from .mutations import Mutation, mutate, neighbours
+from .published import FILTER_SIZE_MAP, deeplab, get_spec, published_names, spinenet
+from .space import SearchSpace, sample
+from .spec import STEM, ArchSpec, Block, Head, Scaling, SpecError
+
+__all__ = [
+    "FILTER_SIZE_MAP",
+    "MUTATION_KINDS",
+    "STEM",
+    "ArchSpec",
+    "Block",
+    "Head",
+    "Mutation",
+    "Scaling",
+    "SearchSpace",
+    "SpecError",
+    "deeplab",
+    "from_graph",
+    "get_spec",
+    "mutate",
+    "neighbours",
+    "published_names",
+    "sample",
+    "spinenet",
+    "to_graph",
+]

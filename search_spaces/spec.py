@@ -264,8 +264,7 @@ def _check_type(value: Any, kind: str, where: str) -> Any:
         _FLOAT: isinstance(value, (int, float)) and not isinstance(value, bool),
         _BOOL: isinstance(value, bool),
         _STR: isinstance(value, str),
-        _INTS: isinstance(value, (list, tuple))
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
+        _INTS: isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
         _OPT_INT: value is None or (isinstance(value, int) and not isinstance(value, bool)),
     }[kind]
     if not ok:
@@ -331,9 +330,7 @@ def spec_from_dict(data: Any) -> ArchSpec:
         raise SpecError("spec: missing field 'blocks'")
     if not isinstance(data["blocks"], list):
         raise SpecError("spec.blocks: expected a list of blocks")
-    blocks = tuple(
-        Block(**_parse(Block, b, f"blocks[{i}]", required=("level",))) for i, b in enumerate(data["blocks"])
-    )
+    blocks = tuple(Block(**_parse(Block, b, f"blocks[{i}]", required=("level",))) for i, b in enumerate(data["blocks"]))
     kwargs: dict[str, Any] = {"blocks": blocks}
     if "scaling" in data:
         kwargs["scaling"] = Scaling(**_parse(Scaling, data["scaling"], "scaling"))
@@ -394,9 +391,7 @@ def _validate_block(spec: ArchSpec, i: int, b: Block) -> None:
         raise SpecError(f"{where}: dilation must be >= 1, got {b.dilation}")
     if not isinstance(b.output, bool):
         raise SpecError(f"{where}: output must be a boolean, got {b.output!r}")
-    if not isinstance(b.parents, tuple) or not all(
-        isinstance(p, int) and not isinstance(p, bool) for p in b.parents
-    ):
+    if not isinstance(b.parents, tuple) or not all(isinstance(p, int) and not isinstance(p, bool) for p in b.parents):
         raise SpecError(f"{where}: parents must be a list of node indices, got {b.parents!r}")
     if b.connection == "chain" and len(b.parents) != 1:
         raise SpecError(f"{where}: a chain block has exactly one parent, got {len(b.parents)}")
@@ -456,14 +451,12 @@ def _validate_head(spec: ArchSpec) -> None:
         if len(set(widths.values())) > 1:
             listed = ", ".join(f"level {lvl}: {w}" for lvl, w in sorted(widths.items()))
             raise SpecError(
-                f"head: endpoints have different widths ({listed}); set scaling.endpoint_channels "
-                f"so they can be summed"
+                f"head: endpoints have different widths ({listed}); set scaling.endpoint_channels so they can be summed"
             )
     if h.kind == "deeplabv3plus":
         if not MIN_LEVEL <= h.decoder_level < h.level:
             raise SpecError(
-                f"head.decoder_level: {h.decoder_level} must be finer than head.level {h.level} "
-                f"and >= {MIN_LEVEL}"
+                f"head.decoder_level: {h.decoder_level} must be finer than head.level {h.level} and >= {MIN_LEVEL}"
             )
         if spec.decoder_source is None:
             raise SpecError(f"head.decoder_level: no block at level {h.decoder_level} to take low-level features from")

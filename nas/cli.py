@@ -1,0 +1,219 @@
+"""The ``nas`` command line.
+
+Bad input (malformed JSON, an invalid spec, an unknown name, a missing file) prints one line,
+``nas: error: ...``, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from search_spaces import SearchSpace, SpecError, get_spec, mutate, published_names, sample
+from search_spaces.published import PUBLISHED
+from search_spaces.spec import DEFAULT_DILATIONS, ArchSpec, Head
+
+
+class CliError(Exception):
+    """A user error: reported as one line, exit status 2."""
+
+
+def load_spec(ref: str) -> ArchSpec:
+    """A spec from a published name, a JSON file, or ``-`` (standard input)."""
+    if ref == "-":
+        text = sys.stdin.read()
+        if not text.strip():
+            raise CliError("no spec on standard input")
+        return ArchSpec.from_json(text)
+    if ref in PUBLISHED:
+        return get_spec(ref)
+    path = Path(ref)
+    if path.is_dir() and (path / "spec.json").is_file():
+        path = path / "spec.json"
+    if not path.is_file():
+        raise CliError(f"{ref!r} is neither a published architecture ({', '.join(published_names())}) nor a file")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {path}: {exc}") from None
+    try:
+        return ArchSpec.from_json(text)
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+
+
+def _space(args: argparse.Namespace) -> SearchSpace:
+    head_level = args.head_level
+    head = Head(
+        kind=args.head,
+        level=head_level,
+        aspp_rates=(6, 12, 18) if head_level >= 4 else (12, 24, 36),
+    )
+    return SearchSpace(
+        num_blocks=args.blocks,
+        min_level=args.min_level,
+        max_level=args.max_level,
+        dilations=tuple(args.dilations),
+        head=head,
+    )
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    rows = []
+    for name in published_names():
+        spec = get_spec(name)
+        rows.append({"name": name, "hash": spec.hash, "blocks": len(spec.blocks), "head": spec.head.kind})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        print(f"{r['name']:<28} {r['hash']}  {r['blocks']:>3} blocks  {r['head']}")
+
+
+def arch_info(spec: ArchSpec, size: tuple[int, int], classes: int, latency: bool, device: str) -> dict[str, Any]:
+    from .builder import build_model
+    from .cost import count_flops, count_params, measure_latency
+
+    model = build_model(spec, classes)
+    info: dict[str, Any] = {
+        "name": spec.name,
+        "hash": spec.hash,
+        "num_blocks": len(spec.blocks),
+        "live_blocks": len(spec.live),
+        "endpoint_levels": sorted(spec.endpoints),
+        "head": spec.head.kind,
+        "head_level": spec.head.level,
+        "num_classes": classes,
+        "input_size": list(size),
+        "params_backbone": count_params(model.backbone),
+        "params_total": count_params(model),
+        "flops": count_flops(model, size),
+    }
+    if latency:
+        info["latency_ms"] = round(measure_latency(model, size, device=device), 3)
+        info["device"] = device
+    return info
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    spec = load_spec(args.spec)
+    if min(args.size) < 1:
+        raise CliError(f"--size must be positive, got {args.size}")
+    if args.classes < 1:
+        raise CliError(f"--classes must be positive, got {args.classes}")
+    info = arch_info(spec, tuple(args.size), args.classes, args.latency, args.device)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    print(f"{info['name'] or '(unnamed)'}  hash {info['hash']}")
+    print(f"  blocks         {info['live_blocks']} built / {info['num_blocks']} in spec")
+    print(f"  endpoints      levels {info['endpoint_levels']} -> {info['head']} head at level {info['head_level']}")
+    print(f"  params         {info['params_backbone']:,} backbone, {info['params_total']:,} total")
+    print(f"  FLOPs          {info['flops'] / 1e9:.2f} G at {args.size[0]}x{args.size[1]}, {args.classes} classes")
+    if "latency_ms" in info:
+        print(f"  latency        {info['latency_ms']:.1f} ms ({info['device']}, batch 1)")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    spec = sample(_space(args), args.seed)
+    print(spec.to_json())
+
+
+def cmd_mutate(args: argparse.Namespace) -> None:
+    spec = load_spec(args.spec)
+    space = _space(args)
+    import random
+
+    rng = random.Random(args.seed)
+    applied = []
+    for _ in range(args.steps):
+        spec, mutation = mutate(spec, space, rng)
+        applied.append(mutation.describe())
+    print(spec.to_json())
+    for line in applied:
+        print(f"mutation: {line}", file=sys.stderr)
+
+
+def cmd_draw(args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from analysis.topology import draw_topology
+
+    spec = load_spec(args.spec)
+    fig = draw_topology(spec)
+    try:
+        fig.savefig(args.output, dpi=args.dpi)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot write {args.output}: {exc}") from None
+    print(args.output)
+
+
+def _add_space_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--blocks", type=int, default=16, help="scale-permuted blocks after the 2 stem blocks")
+    p.add_argument("--min-level", type=int, default=2)
+    p.add_argument("--max-level", type=int, default=7)
+    p.add_argument("--dilations", type=int, nargs="+", default=list(DEFAULT_DILATIONS))
+    p.add_argument("--head", choices=["deeplabv3", "deeplabv3plus"], default="deeplabv3")
+    p.add_argument("--head-level", type=int, default=4, help="ASPP level: 4 = output stride 16, 3 = 8")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nas", description="Architecture search for semantic segmentation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    arch = sub.add_parser("arch", help="inspect, sample, mutate and draw architectures").add_subparsers(
+        dest="arch_command", required=True
+    )
+
+    p = arch.add_parser("list", help="published architectures")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = arch.add_parser("info", help="parameters, FLOPs, hash (and latency) of an architecture")
+    p.add_argument("spec", help="published name, JSON file, or - for standard input")
+    p.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
+    p.add_argument("--classes", type=int, default=21)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--latency", action="store_true", help="also measure the median forward time")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_info)
+
+    p = arch.add_parser("sample", help="print a random spec of the search space as JSON")
+    p.add_argument("--seed", type=int, required=True)
+    _add_space_options(p)
+    p.set_defaults(func=cmd_sample)
+
+    p = arch.add_parser("mutate", help="print a mutated spec as JSON (the mutations go to stderr)")
+    p.add_argument("spec", help="published name, JSON file, or - for standard input")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--steps", type=int, default=1)
+    _add_space_options(p)
+    p.set_defaults(func=cmd_mutate)
+
+    p = arch.add_parser("draw", help="draw the topology to an image file")
+    p.add_argument("spec", help="published name, JSON file, or - for standard input")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--dpi", type=int, default=130)
+    p.set_defaults(func=cmd_draw)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (CliError, SpecError) as exc:
+        print(f"nas: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

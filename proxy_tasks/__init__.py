@@ -1,0 +1,1 @@
+"""Proxy tasks: datasets and reduced-fidelity training of one candidate (see issue 3)."""
