@@ -18,6 +18,7 @@ from .spec import (
     DEFAULT_DILATIONS,
     MAX_LEVEL,
     MIN_LEVEL,
+    STEM_LEVEL,
     ArchSpec,
     Block,
     Head,
@@ -78,7 +79,8 @@ class SearchSpace:
             if b.dilation not in self.dilations:
                 allowed = ", ".join(map(str, self.dilations))
                 raise SpecError(f"block {i}: dilation {b.dilation} not allowed (allowed: {allowed})")
-            if not self.min_level <= b.level <= self.max_level:
+            # The stem's level 2 is always allowed: SpineNet's stem blocks and ResNet's first stage live there.
+            if not (self.min_level <= b.level <= self.max_level or b.level == STEM_LEVEL):
                 raise SpecError(
                     f"block {i}: level {b.level} outside the search space's range [{self.min_level}, {self.max_level}]"
                 )

@@ -61,9 +61,8 @@ class Block:
         parents = tuple(self.parents) if isinstance(self.parents, (list, tuple)) else self.parents
         # The order of a fused block's parents does not matter: store them sorted so that equal
         # networks are equal specs with equal hashes.
-        if self.connection == "fuse" and isinstance(parents, tuple):
-            if all(isinstance(p, int) for p in parents):
-                parents = tuple(sorted(parents))
+        if self.connection == "fuse" and isinstance(parents, tuple) and all(isinstance(p, int) for p in parents):
+            parents = tuple(sorted(parents))
         object.__setattr__(self, "parents", parents)
 
     def out_channels(self, scaling: Scaling) -> int:
