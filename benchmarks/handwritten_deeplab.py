@@ -45,8 +45,12 @@ class DeepLabV3ResNet50(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         layers, inplanes = [], 64
         # (blocks, planes, stride, dilation of the first block, dilation of the others)
-        for blocks, planes, stride, first, rest in ((3, 64, 1, 1, 1), (4, 128, 2, 1, 1), (6, 256, 2, 1, 1),
-                                                   (3, 512, 1, 1, 2)):
+        for blocks, planes, stride, first, rest in (
+            (3, 64, 1, 1, 1),
+            (4, 128, 2, 1, 1),
+            (6, 256, 2, 1, 1),
+            (3, 512, 1, 1, 2),
+        ):
             stage = [Bottleneck(inplanes, planes, stride, first)]
             inplanes = planes * 4
             stage += [Bottleneck(inplanes, planes, 1, rest) for _ in range(blocks - 1)]
@@ -54,8 +58,11 @@ class DeepLabV3ResNet50(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
 
         def cbr(cin: int, cout: int, k: int = 1, d: int = 1) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, k, padding=d * (k // 2), dilation=d, bias=False), nn.BatchNorm2d(cout),
-                    nn.ReLU(inplace=True)]
+            return [
+                nn.Conv2d(cin, cout, k, padding=d * (k // 2), dilation=d, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
 
         self.aspp = nn.ModuleList(
             [nn.Sequential(*cbr(2048, 256))]

@@ -53,11 +53,13 @@ def _space(args: argparse.Namespace) -> SearchSpace:
         level=head_level,
         aspp_rates=(6, 12, 18) if head_level >= 4 else (12, 24, 36),
     )
+    output_levels = args.output_levels or range(max(3, args.min_level), args.max_level + 1)
     return SearchSpace(
         num_blocks=args.blocks,
         min_level=args.min_level,
         max_level=args.max_level,
         dilations=tuple(args.dilations),
+        output_levels=tuple(output_levels),
         head=head,
     )
 
@@ -159,6 +161,7 @@ def _add_space_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-level", type=int, default=7)
     p.add_argument("--dilations", type=int, nargs="+", default=list(DEFAULT_DILATIONS))
     p.add_argument("--head", choices=["deeplabv3", "deeplabv3plus"], default="deeplabv3")
+    p.add_argument("--output-levels", type=int, nargs="+", help="endpoint levels (default: 3..max level)")
     p.add_argument("--head-level", type=int, default=4, help="ASPP level: 4 = output stride 16, 3 = 8")
 
 

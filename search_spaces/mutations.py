@@ -210,6 +210,10 @@ def mutate(
     give the same child on every machine.
     """
     space = space or SearchSpace()
+    try:
+        space.validate(spec)
+    except SpecError as exc:
+        raise SpecError(f"cannot mutate a spec outside the search space: {exc}") from None
     rng = rng if isinstance(rng, random.Random) else random.Random(rng)
     order = list(kinds)
     rng.shuffle(order)
