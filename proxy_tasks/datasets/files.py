@@ -1,0 +1,173 @@
+"""File-based datasets: Cityscapes, PASCAL VOC 2012 and a generic folder of images and masks.
+
+All three index their files up front (a missing mask is an error naming the file it expected)
+and check each sample when read (unreadable file, image/mask size mismatch, label outside the
+classes and not the ignore index): every error names the file. Nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+IGNORE_INDEX = 255
+
+# Cityscapes labelIds -> train ids (the 19 evaluated classes); everything else is ignored.
+CITYSCAPES_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+)  # fmt: skip
+CITYSCAPES_EVAL_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
+CITYSCAPES_MAX_ID = 33
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class DatasetError(ValueError):
+    """Bad data: the message names the file."""
+
+
+def read_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """Label indices of a mask PNG: a palette PNG's indices (VOC) or a single-channel image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("P", "L", "I", "I;16"):
+                raise DatasetError(f"{path}: mask must be a palette or single-channel image, got mode {img.mode}")
+            array = np.asarray(img)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        if isinstance(exc, DatasetError):
+            raise
+        raise DatasetError(f"{path}: cannot read mask ({type(exc).__name__}: {exc})") from None
+    return array
+
+
+class FileSegmentationDataset:
+    """(image, mask) pairs on disk with a label map; items are uint8 HxWx3 and uint8 HxW arrays."""
+
+    def __init__(
+        self,
+        pairs: list[tuple[Path, Path]],
+        class_names: tuple[str, ...],
+        label_map: np.ndarray | None = None,
+        max_label: int | None = None,
+    ) -> None:
+        self.pairs = pairs
+        self.class_names = tuple(class_names)
+        self.num_classes = len(class_names)
+        # ``label_map`` maps raw mask values to train ids (or the ignore index); raw values above
+        # ``max_label`` (and not the ignore index) are errors.
+        self.label_map = label_map
+        self.max_label = self.num_classes - 1 if max_label is None else max_label
+        self.fixed_size = False
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        image_path, mask_path = self.pairs[index]
+        image = read_image(image_path)
+        raw = read_mask(mask_path)
+        if raw.shape != image.shape[:2]:
+            raise DatasetError(
+                f"{mask_path}: mask size {raw.shape[1]}x{raw.shape[0]} differs from image "
+                f"{image_path.name} {image.shape[1]}x{image.shape[0]}"
+            )
+        bad = (raw > self.max_label) & (raw != IGNORE_INDEX)
+        if bad.any():
+            value = int(raw[bad][0])
+            raise DatasetError(
+                f"{mask_path}: label {value} outside the {self.max_label + 1} label values and not the ignore index "
+                f"{IGNORE_INDEX}"
+            )
+        mask = raw.astype(np.uint8) if self.label_map is None else self.label_map[raw.astype(np.int64)]
+        return image, mask
+
+
+def _require_dir(path: Path, what: str) -> None:
+    if not path.is_dir():
+        raise DatasetError(f"{path}: {what} folder not found")
+
+
+def cityscapes(root: str | Path, split: str) -> FileSegmentationDataset:
+    """``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` with ``gtFine/<split>/<city>/*_gtFine_labelIds.png``."""
+    root = Path(root)
+    images_root, masks_root = root / "leftImg8bit" / split, root / "gtFine" / split
+    _require_dir(images_root, "Cityscapes image")
+    _require_dir(masks_root, "Cityscapes annotation")
+    pairs = []
+    for image in sorted(images_root.glob("*/*_leftImg8bit.png")):
+        stem = image.name[: -len("_leftImg8bit.png")]
+        mask = masks_root / image.parent.name / f"{stem}_gtFine_labelIds.png"
+        if not mask.is_file():
+            raise DatasetError(f"{mask}: missing mask for {image}")
+        pairs.append((image, mask))
+    if not pairs:
+        raise DatasetError(f"{images_root}: no *_leftImg8bit.png images")
+    label_map = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    for train_id, label_id in enumerate(CITYSCAPES_EVAL_IDS):
+        label_map[label_id] = train_id
+    return FileSegmentationDataset(pairs, CITYSCAPES_CLASSES, label_map, max_label=CITYSCAPES_MAX_ID)
+
+
+def voc(root: str | Path, split: str) -> FileSegmentationDataset:
+    """``ImageSets/Segmentation/<split>.txt`` ids, ``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png``."""
+    root = Path(root)
+    listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
+    if not listing.is_file():
+        raise DatasetError(f"{listing}: split list not found")
+    ids = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise DatasetError(f"{listing}: empty split list")
+    pairs = []
+    for image_id in ids:
+        image = root / "JPEGImages" / f"{image_id}.jpg"
+        mask = root / "SegmentationClass" / f"{image_id}.png"
+        if not image.is_file():
+            raise DatasetError(f"{image}: missing image listed in {listing.name}")
+        if not mask.is_file():
+            raise DatasetError(f"{mask}: missing mask for {image}")
+        pairs.append((image, mask))
+    return FileSegmentationDataset(pairs, VOC_CLASSES)
+
+
+def folder(root: str | Path, split: str) -> FileSegmentationDataset:
+    """``<split>/images/<name>.<ext>`` with ``<split>/masks/<name>.png``; class names in ``classes.txt``."""
+    root = Path(root)
+    names_file = root / "classes.txt"
+    if not names_file.is_file():
+        raise DatasetError(f"{names_file}: class-names file not found (one class name per line)")
+    names = tuple(line.strip() for line in names_file.read_text().splitlines() if line.strip())
+    if not names:
+        raise DatasetError(f"{names_file}: no class names")
+    if len(names) > IGNORE_INDEX:
+        raise DatasetError(f"{names_file}: {len(names)} classes; at most {IGNORE_INDEX} fit 8-bit masks")
+    images_root, masks_root = root / split / "images", root / split / "masks"
+    _require_dir(images_root, "image")
+    _require_dir(masks_root, "mask")
+    pairs = []
+    for image in sorted(p for p in images_root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        mask = masks_root / f"{image.stem}.png"
+        if not mask.is_file():
+            raise DatasetError(f"{mask}: missing mask for {image}")
+        pairs.append((image, mask))
+    if not pairs:
+        raise DatasetError(f"{images_root}: no images")
+    return FileSegmentationDataset(pairs, names)

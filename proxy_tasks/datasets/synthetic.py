@@ -1,0 +1,186 @@
+"""Built-in synthetic multi-scale scenes: a segmentation task that needs context and detail.
+
+Classes (defined by shape only; every object gets a random colour and texture):
+
+====  ==========  ==================================================================
+id    name        shape (in the object's rotated frame, radius r)
+====  ==========  ==================================================================
+0     background  textured background, clutter (scribbles and specks) included
+1     disk        filled circle
+2     ring        annulus, inner radius 0.55 r: what lies behind shows through
+3     square      square of half-side 0.8 r
+4     triangle    equilateral triangle inscribed in the circle of radius r
+5     cross       plus sign of two bars 2 r long and 0.5 r wide
+6     bar         a single bar 2 r long and 0.36 r wide
+====  ==========  ==================================================================
+
+Why it exercises both context and detail: a disk and a ring, or a bar and one arm of a cross,
+look the same locally and differ only at the scale of the whole object, which for large objects
+needs a large receptive field (dilation, ASPP, coarse levels); small objects (a few pixels) need
+fine levels to be found at all. Every image has one large object (r = 25-40 % of the image) and
+one small object (r = 2-4 %), so sizes span at least 10x; the rest are log-uniform in between.
+Objects are painted in random order and occlude each other; clutter and colours carry no label
+information.
+
+Generation: each scene is drawn from ``numpy.random.default_rng((seed, index))`` in
+resolution-independent units and rasterised with vectorised numpy (all objects at once), so a
+scene is the same at every resolution and does not depend on how many scenes are made. Arrays
+are cached as ``.npy`` files under ``$NAS_CACHE_DIR`` (default ``~/.cache/spinenet-seg-nas``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+CLASSES = ("background", "disk", "ring", "square", "triangle", "cross", "bar")
+GENERATOR_VERSION = 2
+SQRT3 = float(np.sqrt(3.0))
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("NAS_CACHE_DIR", Path.home() / ".cache" / "spinenet-seg-nas"))
+
+
+def _grating(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, count: int) -> np.ndarray:
+    """Sum of ``count`` random sinusoidal gratings over coordinates u, v, scaled to [0, 1]."""
+    t = np.zeros(np.broadcast_shapes(u.shape, v.shape), dtype=np.float32)
+    for _ in range(count):
+        angle = rng.uniform(0, np.pi)
+        freq = rng.uniform(2.0, 18.0)
+        phase = rng.uniform(0, 2 * np.pi)
+        t += np.sin(freq * (np.cos(angle) * u + np.sin(angle) * v) + phase, dtype=np.float32)
+    return (t / (2 * count) + 0.5).clip(0, 1)
+
+
+def _shape_mask(cls: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Inside-mask of class ``cls``'s shape in the object's frame (unit radius)."""
+    au, av = np.abs(u), np.abs(v)
+    if cls in (1, 2):
+        radius2 = u * u + v * v
+        return (radius2 <= 1.0) & (radius2 >= 0.55**2) if cls == 2 else radius2 <= 1.0
+    if cls == 3:
+        return (au <= 0.8) & (av <= 0.8)
+    if cls == 4:
+        return (v >= -0.5) & (v <= 1.0 - SQRT3 * u) & (v <= 1.0 + SQRT3 * u)
+    if cls == 5:
+        return ((au <= 0.25) & (av <= 1.0)) | ((av <= 0.25) & (au <= 1.0))
+    if cls == 6:
+        return (au <= 1.0) & (av <= 0.18)
+    raise ValueError(f"no shape for class {cls}")
+
+
+def render_scene(seed: int, index: int, size: int, min_objects: int = 5, max_objects: int = 12):
+    """One scene at ``size`` x ``size``: (image uint8 HxWx3, mask uint8 HxW)."""
+    rng = np.random.default_rng((seed, index))
+    coords = (np.arange(size, dtype=np.float32) + 0.5) / size  # pixel centres in [0, 1]
+    y, x = coords[:, None], coords[None, :]
+
+    # Textured background: two colours mixed by gratings and a smooth random field.
+    c0 = rng.uniform(0, 255, 3)
+    c1 = c0 + rng.normal(0, 45, 3)  # low contrast: objects stand out by their edges
+    coarse = rng.uniform(0, 1, (5, 5)).astype(np.float32)
+    cy = np.clip(y * 4, 0, 4 - 1e-6)
+    cx = np.clip(x * 4, 0, 4 - 1e-6)
+    iy, ix = cy.astype(int), cx.astype(int)
+    fy, fx = cy - iy, cx - ix
+    smooth = (
+        coarse[iy, ix] * (1 - fy) * (1 - fx)
+        + coarse[iy + 1, ix] * fy * (1 - fx)
+        + coarse[iy, ix + 1] * (1 - fy) * fx
+        + coarse[iy + 1, ix + 1] * fy * fx
+    )
+    t = 0.5 * _grating(rng, x, y, 2) + 0.5 * smooth
+    image = (c0 + (c1 - c0) * t[..., None]).astype(np.float32)
+    label = np.zeros((size, size), dtype=np.uint8)
+
+    # Objects: one large, one small, the rest log-uniform; painted in random order.
+    count = int(rng.integers(min_objects, max_objects + 1))
+    radii = np.exp(rng.uniform(np.log(0.04), np.log(0.25), count))
+    radii[0] = rng.uniform(0.25, 0.40)
+    radii[1] = rng.uniform(0.02, 0.04)
+    classes = rng.integers(1, len(CLASSES), count)
+    centres = rng.uniform(-0.05, 1.05, (count, 2))
+    angles = rng.uniform(0, 2 * np.pi, count)
+    order = rng.permutation(count)
+    order = np.concatenate([[0], order[order != 0]])  # the large object first: others may cover it
+    colours_a = rng.uniform(0, 255, (count, 3))
+    colours_b = colours_a + rng.normal(0, 60, (count, 3)) * rng.uniform(0, 1, (count, 1))
+    texture_seeds = rng.integers(0, 2**31, count)
+
+    for k in order:
+        # Rasterise inside the object's bounding box only (every shape lies within 1.2 r).
+        reach = 1.2 * radii[k]
+        y0, y1 = np.searchsorted(coords, [centres[k, 1] - reach, centres[k, 1] + reach])
+        x0, x1 = np.searchsorted(coords, [centres[k, 0] - reach, centres[k, 0] + reach])
+        if y0 >= y1 or x0 >= x1:
+            continue
+        dx = x[:, x0:x1] - np.float32(centres[k, 0])
+        dy = y[y0:y1] - np.float32(centres[k, 1])
+        cos, sin, inv_r = np.float32(np.cos(angles[k])), np.float32(np.sin(angles[k])), np.float32(1 / radii[k])
+        u = (cos * dx + sin * dy) * inv_r
+        v = (cos * dy - sin * dx) * inv_r
+        inside = _shape_mask(int(classes[k]), u, v)
+        tex = _grating(np.random.default_rng(texture_seeds[k]), u, v, 1)
+        obj = colours_a[k] + (colours_b[k] - colours_a[k]) * tex[..., None]
+        window = image[y0:y1, x0:x1]
+        window[inside] = obj[inside]
+        label[y0:y1, x0:x1][inside] = classes[k]
+
+    # Clutter: thin scribbles and specks in random colours, labelled background.
+    for _ in range(int(rng.integers(3, 9))):
+        p, q = rng.uniform(0, 1, 2), rng.uniform(-0.3, 0.3, 2)
+        direction = q / (np.linalg.norm(q) + 1e-9)
+        along = (x - p[0]) * direction[0] + (y - p[1]) * direction[1]
+        across = np.abs(-(x - p[0]) * direction[1] + (y - p[1]) * direction[0])
+        line = (across <= 0.7 / size + 0.002) & (along >= 0) & (along <= np.linalg.norm(q))
+        image = np.where(line[..., None], rng.uniform(0, 255, 3), image)
+        label = np.where(line, 0, label).astype(np.uint8)
+    specks = rng.uniform(0, 1, (size, size)) < 0.004
+    image = np.where(specks[..., None], rng.uniform(0, 255, (size, size, 3)), image)
+    label = np.where(specks, 0, label).astype(np.uint8)
+
+    # Sensor noise and a global contrast change.
+    image = image * rng.uniform(0.7, 1.2) + rng.normal(0, 6, image.shape)
+    return image.clip(0, 255).astype(np.uint8), label
+
+
+def generate(
+    count: int, size: int, seed: int, min_objects: int = 5, max_objects: int = 12, start: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scenes ``start .. start + count - 1`` as arrays (N x H x W x 3 uint8, N x H x W uint8)."""
+    images = np.empty((count, size, size, 3), dtype=np.uint8)
+    masks = np.empty((count, size, size), dtype=np.uint8)
+    for i in range(count):
+        images[i], masks[i] = render_scene(seed, start + i, size, min_objects, max_objects)
+    return images, masks
+
+
+def load_or_generate(
+    count: int, size: int, seed: int, min_objects: int = 5, max_objects: int = 12, use_cache: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """`generate`, cached on disk; a corrupt or partial cache file is regenerated."""
+    key = f"v{GENERATOR_VERSION}-n{count}-s{size}-seed{seed}-o{min_objects}-{max_objects}"
+    folder = cache_dir() / "synthetic"
+    image_file, mask_file = folder / f"{key}-images.npy", folder / f"{key}-masks.npy"
+    if use_cache and image_file.is_file() and mask_file.is_file():
+        try:
+            images, masks = np.load(image_file), np.load(mask_file)
+            if images.shape == (count, size, size, 3) and masks.shape == (count, size, size):
+                return images, masks
+        except (OSError, ValueError):
+            pass  # fall through and regenerate
+    images, masks = generate(count, size, seed, min_objects, max_objects)
+    if use_cache:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for path, array in ((image_file, images), (mask_file, masks)):
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                with open(tmp, "wb") as f:
+                    np.save(f, array)
+                os.replace(tmp, path)  # atomic: readers never see a half-written file
+        except OSError:
+            pass  # an unwritable cache only costs regeneration next time
+    return images, masks

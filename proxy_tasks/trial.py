@@ -1,0 +1,254 @@
+"""The trial: train one architecture on one task at one fidelity and measure it honestly.
+
+`run_trial(spec, task, fidelity, seed, device)` is a pure function of its arguments (no global
+state), so the same call runs in-process, inside a Ray worker, and for the full training of a
+promoted model. It reports each evaluation through ``report`` (return True from it to stop the
+trial early, e.g. for a scheduler), checkpoints to ``checkpoint_dir`` (atomically) and resumes
+from a checkpoint found there, continuing with exactly the batches the run would have seen.
+
+The loop is meant to be read top to bottom.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from nas.builder import build_model
+from nas.cost import count_flops, count_params, measure_latency
+from search_spaces import ArchSpec
+
+from .loader import eval_loader, train_loader
+from .metrics import ConfusionMatrix
+from .task import Fidelity, TaskConfig, build_datasets, scale_spec
+
+CHECKPOINT_NAME = "trial_state.pt"
+Report = Callable[[dict[str, Any]], bool | None]
+
+
+@dataclass
+class TrialResult:
+    """Everything a trial measured; `to_dict` gives JSON-ready values."""
+
+    status: str = "ok"  # ok | diverged | oom | pruned
+    error: str | None = None
+    miou: float = math.nan
+    pixel_accuracy: float = math.nan
+    per_class_iou: dict[str, float] = field(default_factory=dict)
+    loss_final: float = math.nan
+    loss_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss since last point)
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry per evaluation
+    steps: int = 0
+    params: int = 0
+    flops: int = 0  # forward FLOPs of one evaluation-size image (multiply-add = 2)
+    latency_ms: float = math.nan  # median batch-1 forward at evaluation size, on the trial's device
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    images_per_second: float = 0.0
+    data_wait_fraction: float = 0.0  # share of training time spent waiting for batches
+    peak_memory_mb: float = math.nan  # CUDA: peak allocated; CPU: peak resident set of the process
+    input_size: tuple[int, int] = (0, 0)
+    num_classes: int = 0
+    class_names: list[str] = field(default_factory=list)
+    spec_hash: str = ""
+    fidelity: str = ""
+    seed: int = 0
+    device: str = "cpu"
+    resumed_from_step: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def run_trial(
+    spec: ArchSpec,
+    task: TaskConfig,
+    fidelity: str = "proxy",
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    report: Report | None = None,
+    checkpoint_dir: str | Path | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> TrialResult:
+    """Train ``spec`` on ``task`` at ``fidelity`` and evaluate it (see the module docstring)."""
+    device = torch.device(device)
+    fid: Fidelity = task.fidelity(fidelity)
+    torch.manual_seed(seed)
+    train_data, val_data = build_datasets(task, fid)
+    num_classes = train_data.num_classes
+    model_spec = scale_spec(spec, fid)
+    model = build_model(model_spec, num_classes).to(device)
+    channels_last = task.channels_last if task.channels_last is not None else device.type == "cuda"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    optimizer = _optimizer(model, task, fid)
+    lr_lambda = _poly_schedule(fid.steps, task.optimizer.poly_power, task.optimizer.warmup_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(task.precision)
+    use_autocast = autocast_dtype is not None and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_autocast and task.precision == "fp16")
+    forward = torch.compile(model) if task.compile else model
+
+    result = TrialResult(
+        spec_hash=spec.hash, fidelity=fidelity, seed=seed, device=str(device), num_classes=num_classes,
+        class_names=list(train_data.class_names), params=count_params(model),
+    )  # fmt: skip
+    step, loss_sum, loss_count, data_wait = 0, 0.0, 0, 0.0
+    state_file = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
+    if state_file and state_file.is_file():
+        state = torch.load(state_file, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        step = result.resumed_from_step = int(state["step"])
+        result.loss_curve = [tuple(p) for p in state["loss_curve"]]
+        result.history = list(state["history"])
+        result.train_seconds, result.eval_seconds = float(state["train_seconds"]), float(state["eval_seconds"])
+        data_wait = float(state["data_wait_seconds"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    loader = iter(train_loader(train_data, task, fid, seed, step * fid.batch_size, device))
+    log_every = max(1, fid.steps // 50)
+    model.train()
+    try:
+        while step < fid.steps:
+            tick = time.perf_counter()
+            images, masks = next(loader)
+            images = images.to(device, non_blocking=True, memory_format=memory_format)
+            masks = masks.to(device, non_blocking=True)
+            fetched = time.perf_counter()
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=use_autocast):
+                loss = F.cross_entropy(forward(images), masks, ignore_index=task.ignore_index)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            loss_value = float(loss.detach())  # also synchronises, so the timing below is real
+            result.train_seconds += time.perf_counter() - tick
+            data_wait += fetched - tick
+            if not math.isfinite(loss_value):
+                result.status, result.error = "diverged", f"loss became {loss_value} at step {step}"
+                break
+            loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
+            if step % log_every == 0 or step == fid.steps:
+                result.loss_curve.append((step, loss_sum / loss_count))
+                loss_sum, loss_count = 0.0, 0
+            if progress:
+                progress(step, fid.steps, loss_value)
+            if (fid.eval_every and step % fid.eval_every == 0) or step == fid.steps:
+                summary = _evaluate(forward, model, val_data, task, fid, device, memory_format, result)
+                result.history.append({"step": step, "miou": summary["miou"], "loss": loss_value})
+                if state_file:
+                    _save_state(state_file, model, optimizer, scheduler, scaler, step, result, data_wait)
+                stop = report({**result.history[-1], "pixel_accuracy": summary["pixel_accuracy"]}) if report else None
+                if stop and step < fid.steps:
+                    result.status = "pruned"
+                    break
+    except torch.cuda.OutOfMemoryError as exc:
+        result.status, result.error = "oom", f"out of memory at step {step + 1}: {str(exc).splitlines()[0]}"
+    except RuntimeError as exc:
+        if "out of memory" not in str(exc) and "can't allocate memory" not in str(exc):
+            raise
+        result.status, result.error = "oom", f"out of memory at step {step + 1}: {str(exc).splitlines()[0]}"
+    finally:
+        del loader  # stops the worker processes
+
+    result.steps = step
+    result.loss_final = result.loss_curve[-1][1] if result.loss_curve else math.nan
+    done = result.train_seconds  # cumulative over resumptions, like ``step``
+    result.images_per_second = step * fid.batch_size / done if done else 0.0
+    result.data_wait_fraction = data_wait / done if done else 0.0
+    if result.status == "oom":
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return result
+    sample = val_data[0][0]
+    height, width = sample.shape[:2]
+    if not getattr(val_data, "prescaled", False):
+        height, width = round(height * fid.resolution), round(width * fid.resolution)
+    result.input_size = (height, width)
+    result.flops = count_flops(model, (height, width))
+    result.latency_ms = measure_latency(model, (height, width), device=device, warmup=2, repeats=5)
+    result.peak_memory_mb = (
+        torch.cuda.max_memory_allocated(device) / 2**20
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    return result
+
+
+def _evaluate(forward, model, val_data, task, fid, device, memory_format, result) -> dict[str, Any]:
+    """Confusion-matrix metrics over the whole validation set; updates ``result``."""
+    tick = time.perf_counter()
+    model.eval()
+    matrix = ConfusionMatrix(val_data.num_classes, task.ignore_index, device)
+    with torch.no_grad():
+        for images, masks in eval_loader(val_data, task, fid, device):
+            images = images.to(device, non_blocking=True, memory_format=memory_format)
+            matrix.update(forward(images).argmax(1), masks.to(device, non_blocking=True))
+    model.train()
+    summary = matrix.summary(list(val_data.class_names))
+    result.miou, result.pixel_accuracy = summary["miou"], summary["pixel_accuracy"]
+    result.per_class_iou = summary["per_class_iou"]
+    result.eval_seconds += time.perf_counter() - tick
+    return summary
+
+
+def _optimizer(model: torch.nn.Module, task: TaskConfig, fid: Fidelity) -> torch.optim.Optimizer:
+    cfg = task.optimizer
+    lr = fid.lr or cfg.lr
+    # No weight decay on BN parameters and biases (the usual DeepLab / timm practice).
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
+
+
+def _poly_schedule(steps: int, power: float, warmup: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, 1.0 - step / steps) ** power
+
+    return factor
+
+
+def _save_state(path: Path, model, optimizer, scheduler, scaler, step: int, result: TrialResult, data_wait: float):
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": torch.get_rng_state(),
+        **({"cuda_rng": torch.cuda.get_rng_state()} if next(model.parameters()).is_cuda else {}),
+        "step": step,
+        "loss_curve": [list(p) for p in result.loss_curve],
+        "history": result.history,
+        "train_seconds": result.train_seconds,
+        "eval_seconds": result.eval_seconds,
+        "data_wait_seconds": data_wait,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a crash leaves the previous checkpoint intact
