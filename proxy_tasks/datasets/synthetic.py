@@ -17,8 +17,8 @@ id    name        shape (in the object's rotated frame, radius r)
 Why it exercises both context and detail: a disk and a ring, or a bar and one arm of a cross,
 look the same locally and differ only at the scale of the whole object, which for large objects
 needs a large receptive field (dilation, ASPP, coarse levels); small objects (a few pixels) need
-fine levels to be found at all. Every image has one large object (r = 25-40 % of the image) and
-one small object (r = 2-4 %), so sizes span at least 10x; the rest are log-uniform in between.
+fine levels to be found at all. Every image has one large object (r = 30-45 % of the image) and
+one small object (r = 3-4.5 %), so sizes span at least 10x; the rest are log-uniform in between.
 Objects are painted in random order and occlude each other; clutter and colours carry no label
 information.
 
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 CLASSES = ("background", "disk", "ring", "square", "triangle", "cross", "bar")
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 4
 SQRT3 = float(np.sqrt(3.0))
 
 
@@ -53,6 +53,12 @@ def _grating(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, count: int)
         phase = rng.uniform(0, 2 * np.pi)
         t += np.sin(freq * (np.cos(angle) * u + np.sin(angle) * v) + phase, dtype=np.float32)
     return (t / (2 * count) + 0.5).clip(0, 1)
+
+
+def _unit(rng: np.random.Generator) -> np.ndarray:
+    """A random direction in RGB space."""
+    d = rng.normal(0, 1, 3)
+    return d / (np.linalg.norm(d) + 1e-9)
 
 
 def _shape_mask(cls: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -78,10 +84,9 @@ def render_scene(seed: int, index: int, size: int, min_objects: int = 5, max_obj
     coords = (np.arange(size, dtype=np.float32) + 0.5) / size  # pixel centres in [0, 1]
     y, x = coords[:, None], coords[None, :]
 
-    # Textured background: two colours mixed by gratings and a smooth random field.
-    c0 = rng.uniform(0, 255, 3)
-    c1 = c0 + rng.normal(0, 45, 3)  # low contrast: objects stand out by their edges
-    coarse = rng.uniform(0, 1, (5, 5)).astype(np.float32)
+    # Textured background: a random colour modulated by a smooth random field and a weak grating.
+    c0 = rng.uniform(40, 215, 3)
+    coarse = rng.uniform(-1, 1, (5, 5)).astype(np.float32)
     cy = np.clip(y * 4, 0, 4 - 1e-6)
     cx = np.clip(x * 4, 0, 4 - 1e-6)
     iy, ix = cy.astype(int), cx.astype(int)
@@ -92,22 +97,24 @@ def render_scene(seed: int, index: int, size: int, min_objects: int = 5, max_obj
         + coarse[iy, ix + 1] * (1 - fy) * fx
         + coarse[iy + 1, ix + 1] * fy * fx
     )
-    t = 0.5 * _grating(rng, x, y, 2) + 0.5 * smooth
-    image = (c0 + (c1 - c0) * t[..., None]).astype(np.float32)
+    shade = 25 * smooth + 20 * (_grating(rng, x, y, 2) - 0.5)
+    image = (c0 + shade[..., None] * _unit(rng)).astype(np.float32)
     label = np.zeros((size, size), dtype=np.uint8)
 
     # Objects: one large, one small, the rest log-uniform; painted in random order.
     count = int(rng.integers(min_objects, max_objects + 1))
-    radii = np.exp(rng.uniform(np.log(0.04), np.log(0.25), count))
-    radii[0] = rng.uniform(0.25, 0.40)
-    radii[1] = rng.uniform(0.02, 0.04)
+    radii = np.exp(rng.uniform(np.log(0.06), np.log(0.3), count))
+    radii[0] = rng.uniform(0.3, 0.45)
+    radii[1] = rng.uniform(0.03, 0.045)
     classes = rng.integers(1, len(CLASSES), count)
     centres = rng.uniform(-0.05, 1.05, (count, 2))
     angles = rng.uniform(0, 2 * np.pi, count)
     order = rng.permutation(count)
     order = np.concatenate([[0], order[order != 0]])  # the large object first: others may cover it
-    colours_a = rng.uniform(0, 255, (count, 3))
-    colours_b = colours_a + rng.normal(0, 60, (count, 3)) * rng.uniform(0, 1, (count, 1))
+    # Random colours that stand out from the background (by 70-140 in RGB distance): colour
+    # says "object", never which class.
+    colours_a = np.stack([c0 + _unit(rng) * rng.uniform(70, 140) for _ in range(count)])
+    colours_b = colours_a + np.stack([_unit(rng) * rng.uniform(0, 50) for _ in range(count)])
     texture_seeds = rng.integers(0, 2**31, count)
 
     for k in order:
@@ -129,21 +136,18 @@ def render_scene(seed: int, index: int, size: int, min_objects: int = 5, max_obj
         window[inside] = obj[inside]
         label[y0:y1, x0:x1][inside] = classes[k]
 
-    # Clutter: thin scribbles and specks in random colours, labelled background.
-    for _ in range(int(rng.integers(3, 9))):
+    # Clutter: thin scribbles of moderate contrast, labelled background.
+    for _ in range(int(rng.integers(2, 6))):
         p, q = rng.uniform(0, 1, 2), rng.uniform(-0.3, 0.3, 2)
         direction = q / (np.linalg.norm(q) + 1e-9)
         along = (x - p[0]) * direction[0] + (y - p[1]) * direction[1]
         across = np.abs(-(x - p[0]) * direction[1] + (y - p[1]) * direction[0])
         line = (across <= 0.7 / size + 0.002) & (along >= 0) & (along <= np.linalg.norm(q))
-        image = np.where(line[..., None], rng.uniform(0, 255, 3), image)
+        image = np.where(line[..., None], c0 + _unit(rng) * rng.uniform(20, 60), image)
         label = np.where(line, 0, label).astype(np.uint8)
-    specks = rng.uniform(0, 1, (size, size)) < 0.004
-    image = np.where(specks[..., None], rng.uniform(0, 255, (size, size, 3)), image)
-    label = np.where(specks, 0, label).astype(np.uint8)
 
     # Sensor noise and a global contrast change.
-    image = image * rng.uniform(0.7, 1.2) + rng.normal(0, 6, image.shape)
+    image = (image - 128) * rng.uniform(0.85, 1.15) + 128 + rng.normal(0, 3, image.shape)
     return image.clip(0, 255).astype(np.uint8), label
 
 
