@@ -155,6 +155,136 @@ def cmd_draw(args: argparse.Namespace) -> None:
     print(args.output)
 
 
+# ------------------------------------------------------------------------------------ training
+def _device(name: str):
+    import torch
+
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CliError(f"--device {name}: CUDA is not available on this machine")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise CliError(f"--device {name!r}: not a torch device") from None
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    import logging
+    import math
+
+    from proxy_tasks.task import load_task
+    from proxy_tasks.trial import CHECKPOINT_NAME, run_trial
+
+    from .checkpoint import save_model
+
+    spec = load_spec(args.arch)
+    task = load_task(args.task, args.data_root)
+    task.fidelity(args.fidelity)  # fail now on an unknown fidelity
+    device = _device(args.device)
+    out = Path(args.out or f"runs/train-{spec.name or spec.hash}-{task.name}-{args.fidelity}")
+    if (out / CHECKPOINT_NAME).exists() and not args.resume:
+        raise CliError(f"{out} holds an unfinished run; pass --resume to continue it or choose another --out")
+    if (out / "metrics.json").exists() and not args.resume:
+        raise CliError(f"{out} holds a finished run; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spec.json").write_text(spec.to_json())
+
+    log = logging.getLogger(f"nas.train.{out}")
+    log.setLevel(logging.INFO)
+    handler = logging.FileHandler(out / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    log.info("train %s (%s) on %s at %s fidelity, seed %d, device %s", spec.name, spec.hash, task.name,
+             args.fidelity, args.seed, device)  # fmt: skip
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=task.fidelity(args.fidelity).steps, desc=f"{spec.name or spec.hash}", unit="step",
+               disable=args.quiet, dynamic_ncols=True)  # fmt: skip
+
+    def progress(step: int, total: int, loss: float) -> None:
+        bar.n = step
+        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        bar.refresh()
+
+    def report(metrics: dict) -> None:
+        log.info("step %d: mIoU %.4f, loss %.4f", metrics["step"], metrics["miou"], metrics["loss"])
+        bar.write(f"step {metrics['step']}: mIoU {metrics['miou']:.4f}")
+
+    trained: dict = {}
+    result = run_trial(spec, task, args.fidelity, args.seed, device, report=report, checkpoint_dir=out,
+                       progress=progress, on_trained=lambda m: trained.update(model=m))  # fmt: skip
+    bar.close()
+    metrics = result.to_dict()
+    save_model(
+        out / "checkpoint.pt",
+        trained["model"],
+        class_names=result.class_names,
+        task=task.name,
+        fidelity=args.fidelity,
+        source_spec=spec.to_json(indent=None),
+        miou=result.miou,
+    )
+    _write_json(out / "metrics.json", metrics)
+    (out / CHECKPOINT_NAME).unlink(missing_ok=True)  # finished: the resume state is no longer needed
+    log.info("done: status %s, mIoU %.4f, %.1f s training", result.status, result.miou, result.train_seconds)
+    miou = "nan" if math.isnan(result.miou) else f"{result.miou:.4f}"
+    print(f"{result.status}: mIoU {miou}, pixel accuracy {result.pixel_accuracy:.4f}, "
+          f"{result.train_seconds:.1f} s training, {result.images_per_second:.1f} images/s -> {out}")  # fmt: skip
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from proxy_tasks.task import build_datasets, load_task
+    from proxy_tasks.trial import evaluate
+
+    from .checkpoint import load_model
+
+    device = _device(args.device)
+    model, meta = load_model(args.checkpoint, device)
+    task = load_task(args.task, args.data_root)
+    fidelity = task.fidelity(args.fidelity or meta.get("fidelity", "full"))
+    _, val = build_datasets(task, fidelity)
+    if val.num_classes != model.num_classes:
+        raise CliError(
+            f"{args.checkpoint}: model has {model.num_classes} classes, task {task.name} has {val.num_classes}"
+        )
+    summary = evaluate(model, val, task, fidelity, device)
+    print(json.dumps(summary, indent=2))
+
+
+def cmd_task_list(args: argparse.Namespace) -> None:
+    from proxy_tasks.task import builtin_tasks, load_task
+
+    for name, path in builtin_tasks().items():
+        task = load_task(path)
+        print(f"{name:<12} {task.dataset.kind:<11} fidelities: {', '.join(task.fidelities)}")
+
+
+def cmd_task_show(args: argparse.Namespace) -> None:
+    import yaml
+
+    from proxy_tasks.task import load_task
+
+    print(yaml.safe_dump(load_task(args.task).to_dict(), sort_keys=False), end="")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    import math
+    import os
+
+    def clean(value: Any) -> Any:  # JSON has no NaN: write null
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(clean(data), indent=2))
+    os.replace(tmp, path)
+
+
 def _add_space_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blocks", type=int, default=16, help="scale-permuted blocks after the 2 stem blocks")
     p.add_argument("--min-level", type=int, default=2)
@@ -202,16 +332,57 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--dpi", type=int, default=130)
     p.set_defaults(func=cmd_draw)
+
+    p = sub.add_parser("train", help="train one architecture on a task")
+    p.add_argument("--arch", required=True, help="published name or spec JSON file")
+    p.add_argument("--task", default="synthetic", help="built-in task name or task YAML/JSON file")
+    p.add_argument("--fidelity", default="proxy", help="smoke, proxy or full (or a preset of the task)")
+    p.add_argument("--out", help="output folder (default: runs/train-<arch>-<task>-<fidelity>)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-root", help="dataset folder for file-based tasks")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on a task's validation set")
+    p.add_argument("checkpoint")
+    p.add_argument("--task", default="synthetic")
+    p.add_argument("--fidelity", help="resolution preset (default: the one it was trained at)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--data-root")
+    p.set_defaults(func=cmd_eval)
+
+    task = sub.add_parser("task", help="built-in tasks").add_subparsers(dest="task_command", required=True)
+    p = task.add_parser("list", help="list the built-in tasks")
+    p.set_defaults(func=cmd_task_list)
+    p = task.add_parser("show", help="print a task's full config as YAML")
+    p.add_argument("task")
+    p.set_defaults(func=cmd_task_show)
     return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error's own message, also when a DataLoader worker wrapped it in a traceback."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(text.split("\n"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    from nas.config import ConfigError
+    from proxy_tasks.datasets import DatasetError
+
+    from .checkpoint import CheckpointError
+
     try:
         args.func(args)
-    except (CliError, SpecError) as exc:
-        print(f"nas: error: {exc}", file=sys.stderr)
+    except (CliError, SpecError, ConfigError, DatasetError, CheckpointError) as exc:
+        print(f"nas: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0

@@ -46,8 +46,19 @@ def load_file(path: str | Path) -> dict[str, Any]:
 
 
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
-    """Build dataclass ``cls`` from plain data, checking keys and types."""
-    return _convert(cls, data, where or cls.__name__)
+    """Build dataclass ``cls`` from plain data, checking keys and types.
+
+    Errors read ``<where>.<dotted key>: <problem>``; with ``where=""`` they start at the key.
+    """
+    return _convert(cls, data, where)
+
+
+def _key(where: str, key: object) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _at(where: str) -> str:
+    return f"{where}: " if where else ""
 
 
 def to_dict(obj: Any) -> Any:
@@ -70,24 +81,24 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {_describe(value)}")
+            raise ConfigError(f"{_at(where)}expected a mapping, got {_describe(value)}")
         hints = get_type_hints(tp)
         fields = {f.name: f for f in dataclasses.fields(tp) if f.init}
         for key in value:
             if key not in fields:
                 known = ", ".join(fields)
-                raise ConfigError(f"{where}: unknown key {key!r} (known: {known})")
+                raise ConfigError(f"{_at(where)}unknown key {key!r} (known: {known})")
         kwargs = {}
         for name, f in fields.items():
             if name in value:
-                kwargs[name] = _convert(hints[name], value[name], f"{where}.{name}")
+                kwargs[name] = _convert(hints[name], value[name], _key(where, name))
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{where}: missing key {name!r}")
+                raise ConfigError(f"{_at(where)}missing key {name!r}")
         try:
             return tp(**kwargs)
         except (TypeError, ValueError) as exc:
             # Validation in __post_init__ starts its messages with the field's name.
-            raise ConfigError(f"{where}.{exc}" if isinstance(exc, ConfigError) else f"{where}: {exc}") from None
+            raise ConfigError(_key(where, exc) if isinstance(exc, ConfigError) else f"{_at(where)}{exc}") from None
     if origin in (typing.Union, types.UnionType):
         options = get_args(tp)
         if value is None and type(None) in options:
@@ -100,42 +111,44 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
                 return _convert(option, value, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise errors[0] if len(errors) == 1 else ConfigError(f"{where}: unexpected value {_describe(value)}")
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        raise ConfigError(f"{_at(where)}unexpected value {_describe(value)}")
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
-            raise ConfigError(f"{where}: {_describe(value)} is not one of {', '.join(map(str, allowed))}")
+            raise ConfigError(f"{_at(where)}{_describe(value)} is not one of {', '.join(map(str, allowed))}")
         return value
     if origin in (dict, Mapping):
         key_type, value_type = get_args(tp)
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {_describe(value)}")
-        return {_convert(key_type, k, where): _convert(value_type, v, f"{where}.{k}") for k, v in value.items()}
+            raise ConfigError(f"{_at(where)}expected a mapping, got {_describe(value)}")
+        return {_convert(key_type, k, where): _convert(value_type, v, _key(where, k)) for k, v in value.items()}
     if origin is tuple:
         args = get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {_describe(value)}")
+            raise ConfigError(f"{_at(where)}expected a list, got {_describe(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
-            raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+            raise ConfigError(f"{_at(where)}expected {len(args)} items, got {len(value)}")
         return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if tp is Any:
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {_describe(value)}")
+            raise ConfigError(f"{_at(where)}expected true or false, got {_describe(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {_describe(value)}")
+            raise ConfigError(f"{_at(where)}expected an integer, got {_describe(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {_describe(value)}")
+            raise ConfigError(f"{_at(where)}expected a number, got {_describe(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {_describe(value)}")
+            raise ConfigError(f"{_at(where)}expected a string, got {_describe(value)}")
         return value
     raise TypeError(f"unsupported config type {tp!r} at {where}")

@@ -134,6 +134,9 @@ def train_loader(data, task: TaskConfig, fidelity: Fidelity, seed: int, start_sa
         num_workers=workers,
         pin_memory=device.type == "cuda",
         drop_last=True,
+        # Its own generator: creating the iterator must not draw from the global RNG, which
+        # drives dropout and is restored on resume.
+        generator=torch.Generator().manual_seed(seed),
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
     )
@@ -145,6 +148,7 @@ def eval_loader(data, task: TaskConfig, fidelity: Fidelity, device: torch.device
         EvalSet(data, fidelity),
         batch_size=task.eval_batch_size if data.fixed_size else 1,
         shuffle=False,
+        generator=torch.Generator().manual_seed(0),
         num_workers=workers,
         pin_memory=device.type == "cuda",
     )

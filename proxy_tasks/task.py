@@ -142,7 +142,7 @@ def load_task(ref: str | Path, data_root: str | None = None) -> TaskConfig:
         raise ConfigError(f"unknown task {str(ref)!r}: not a built-in task ({', '.join(builtin_tasks())}) nor a file")
     data = load_file(path)
     try:
-        task = from_dict(TaskConfig, data, where=path.stem)
+        task = from_dict(TaskConfig, data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     if data_root is not None:
@@ -151,7 +151,7 @@ def load_task(ref: str | Path, data_root: str | None = None) -> TaskConfig:
 
 
 def task_from_dict(data: dict[str, Any]) -> TaskConfig:
-    return from_dict(TaskConfig, data, where=str(data.get("name", "task")))
+    return from_dict(TaskConfig, data)
 
 
 # ------------------------------------------------------------------------------------ data

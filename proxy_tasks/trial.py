@@ -80,6 +80,7 @@ def run_trial(
     report: Report | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    on_trained: Callable[[torch.nn.Module], None] | None = None,
 ) -> TrialResult:
     """Train ``spec`` on ``task`` at ``fidelity`` and evaluate it (see the module docstring)."""
     device = torch.device(device)
@@ -154,7 +155,11 @@ def run_trial(
             if progress:
                 progress(step, fid.steps, loss_value)
             if (fid.eval_every and step % fid.eval_every == 0) or step == fid.steps:
-                summary = _evaluate(forward, model, val_data, task, fid, device, memory_format, result)
+                tock = time.perf_counter()
+                summary = evaluate(model, val_data, task, fid, device, memory_format, forward)
+                result.eval_seconds += time.perf_counter() - tock
+                result.miou, result.pixel_accuracy = summary["miou"], summary["pixel_accuracy"]
+                result.per_class_iou = summary["per_class_iou"]
                 result.history.append({"step": step, "miou": summary["miou"], "loss": loss_value})
                 if state_file:
                     _save_state(state_file, model, optimizer, scheduler, scaler, step, result, data_wait)
@@ -172,6 +177,8 @@ def run_trial(
         del loader  # stops the worker processes
 
     result.steps = step
+    if on_trained is not None:
+        on_trained(model)  # e.g. to save the trained weights
     result.loss_final = result.loss_curve[-1][1] if result.loss_curve else math.nan
     done = result.train_seconds  # cumulative over resumptions, like ``step``
     result.images_per_second = step * fid.batch_size / done if done else 0.0
@@ -195,21 +202,26 @@ def run_trial(
     return result
 
 
-def _evaluate(forward, model, val_data, task, fid, device, memory_format, result) -> dict[str, Any]:
-    """Confusion-matrix metrics over the whole validation set; updates ``result``."""
-    tick = time.perf_counter()
+def evaluate(
+    model: torch.nn.Module,
+    val_data,
+    task: TaskConfig,
+    fid: Fidelity,
+    device: torch.device,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """Confusion-matrix metrics of ``model`` over the whole validation set (see `metrics`)."""
+    forward = forward or model
+    was_training = model.training
     model.eval()
     matrix = ConfusionMatrix(val_data.num_classes, task.ignore_index, device)
     with torch.no_grad():
         for images, masks in eval_loader(val_data, task, fid, device):
             images = images.to(device, non_blocking=True, memory_format=memory_format)
             matrix.update(forward(images).argmax(1), masks.to(device, non_blocking=True))
-    model.train()
-    summary = matrix.summary(list(val_data.class_names))
-    result.miou, result.pixel_accuracy = summary["miou"], summary["pixel_accuracy"]
-    result.per_class_iou = summary["per_class_iou"]
-    result.eval_seconds += time.perf_counter() - tick
-    return summary
+    model.train(was_training)
+    return matrix.summary(list(val_data.class_names))
 
 
 def _optimizer(model: torch.nn.Module, task: TaskConfig, fid: Fidelity) -> torch.optim.Optimizer:

@@ -18,7 +18,7 @@ Why it exercises both context and detail: a disk and a ring, or a bar and one ar
 look the same locally and differ only at the scale of the whole object, which for large objects
 needs a large receptive field (dilation, ASPP, coarse levels); small objects (a few pixels) need
 fine levels to be found at all. Every image has one large object (r = 30-45 % of the image) and
-one small object (r = 3-4.5 %), so sizes span at least 10x; the rest are log-uniform in between.
+one small object (r = 2-3 %), so sizes span at least 10x; the rest are log-uniform in between.
 Objects are painted in random order and occlude each other; clutter and colours carry no label
 information.
 
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 CLASSES = ("background", "disk", "ring", "square", "triangle", "cross", "bar")
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 SQRT3 = float(np.sqrt(3.0))
 
 
@@ -78,6 +78,27 @@ def _shape_mask(cls: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"no shape for class {cls}")
 
 
+def scene_layout(seed: int, index: int, min_objects: int = 5, max_objects: int = 12) -> dict[str, np.ndarray]:
+    """The objects of a scene (class, radius, centre, angle, painting order), in image units.
+
+    One large object (r = 0.30-0.45), one small (r = 0.02-0.03: at least 10x smaller), the rest
+    log-uniform in between; the large one is painted first so that others may cover it.
+    """
+    rng = np.random.default_rng((seed, index, 1))
+    count = int(rng.integers(min_objects, max_objects + 1))
+    radii = np.exp(rng.uniform(np.log(0.05), np.log(0.3), count))
+    radii[0] = rng.uniform(0.30, 0.45)
+    radii[1] = rng.uniform(0.02, 0.03)
+    order = rng.permutation(count)
+    return {
+        "classes": rng.integers(1, len(CLASSES), count),
+        "radii": radii,
+        "centres": rng.uniform(-0.05, 1.05, (count, 2)),
+        "angles": rng.uniform(0, 2 * np.pi, count),
+        "order": np.concatenate([[0], order[order != 0]]),
+    }
+
+
 def render_scene(seed: int, index: int, size: int, min_objects: int = 5, max_objects: int = 12):
     """One scene at ``size`` x ``size``: (image uint8 HxWx3, mask uint8 HxW)."""
     rng = np.random.default_rng((seed, index))
@@ -101,23 +122,16 @@ def render_scene(seed: int, index: int, size: int, min_objects: int = 5, max_obj
     image = (c0 + shade[..., None] * _unit(rng)).astype(np.float32)
     label = np.zeros((size, size), dtype=np.uint8)
 
-    # Objects: one large, one small, the rest log-uniform; painted in random order.
-    count = int(rng.integers(min_objects, max_objects + 1))
-    radii = np.exp(rng.uniform(np.log(0.06), np.log(0.3), count))
-    radii[0] = rng.uniform(0.3, 0.45)
-    radii[1] = rng.uniform(0.03, 0.045)
-    classes = rng.integers(1, len(CLASSES), count)
-    centres = rng.uniform(-0.05, 1.05, (count, 2))
-    angles = rng.uniform(0, 2 * np.pi, count)
-    order = rng.permutation(count)
-    order = np.concatenate([[0], order[order != 0]])  # the large object first: others may cover it
+    layout = scene_layout(seed, index, min_objects, max_objects)
+    classes, radii, centres, angles = layout["classes"], layout["radii"], layout["centres"], layout["angles"]
+    count = len(classes)
     # Random colours that stand out from the background (by 70-140 in RGB distance): colour
     # says "object", never which class.
     colours_a = np.stack([c0 + _unit(rng) * rng.uniform(70, 140) for _ in range(count)])
     colours_b = colours_a + np.stack([_unit(rng) * rng.uniform(0, 50) for _ in range(count)])
     texture_seeds = rng.integers(0, 2**31, count)
 
-    for k in order:
+    for k in layout["order"]:
         # Rasterise inside the object's bounding box only (every shape lies within 1.2 r).
         reach = 1.2 * radii[k]
         y0, y1 = np.searchsorted(coords, [centres[k, 1] - reach, centres[k, 1] + reach])

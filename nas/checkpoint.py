@@ -1,0 +1,56 @@
+"""Model checkpoints: the network's spec JSON next to its weights, loadable with weights_only=True."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from search_spaces import ArchSpec, SpecError
+
+from .builder import SegmentationModel, build_model
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+def save_model(path: str | Path, model: SegmentationModel, **metadata: Any) -> None:
+    """Write ``{"spec", "num_classes", "state_dict", **metadata}`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "spec": model.spec.to_json(indent=None),
+        "num_classes": model.num_classes,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **metadata,
+    }
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[SegmentationModel, dict[str, Any]]:
+    """The model stored at ``path`` (in eval mode) and the checkpoint's other entries."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except Exception as exc:  # unpickling errors come in many types
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or not {"spec", "num_classes", "state_dict"} <= set(payload):
+        raise CheckpointError(f"{path}: not a model checkpoint (needs spec, num_classes, state_dict)")
+    try:
+        spec = ArchSpec.from_json(payload["spec"])
+    except SpecError as exc:
+        raise CheckpointError(f"{path}: bad spec: {exc}") from None
+    model = build_model(spec, int(payload["num_classes"]))
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the spec ({str(exc).splitlines()[0]})") from None
+    meta = {k: v for k, v in payload.items() if k not in ("spec", "num_classes", "state_dict")}
+    return model.to(device).eval(), meta

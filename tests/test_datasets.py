@@ -1,0 +1,223 @@
+"""Datasets: the synthetic generator and fixture trees in the Cityscapes, VOC and folder layouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from proxy_tasks.datasets import DatasetError, SyntheticDataset, cityscapes, folder, voc
+from proxy_tasks.datasets import synthetic as syn
+from proxy_tasks.datasets.files import CITYSCAPES_EVAL_IDS
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _png(path: Path, array: np.ndarray, palette: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(array.astype(np.uint8))
+    if palette:  # a VOC-style palette PNG: pixel values are class indices
+        img = Image.fromarray(array.astype(np.uint8), mode="P")
+        img.putpalette([v for i in range(256) for v in (i, 255 - i, (7 * i) % 256)])
+    img.save(path)
+
+
+def _rgb(h: int = 12, w: int = 16, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (h, w, 3)).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------ synthetic
+def test_synthetic_scenes_are_deterministic_and_resolution_independent() -> None:
+    a_img, a_mask = syn.render_scene(3, 7, 96)
+    b_img, b_mask = syn.render_scene(3, 7, 96)
+    assert np.array_equal(a_img, b_img) and np.array_equal(a_mask, b_mask)
+    assert not np.array_equal(syn.render_scene(3, 8, 96)[1], a_mask)
+    # The same scene at twice the resolution has (nearly) the same label layout.
+    big = syn.render_scene(3, 7, 192)[1]
+    agreement = (big[::2, ::2] == a_mask).mean()
+    assert agreement > 0.9
+
+
+def test_synthetic_classes_are_shapes_with_sizes_spanning_10x() -> None:
+    images, masks = syn.generate(24, 128, seed=0)
+    assert images.shape == (24, 128, 128, 3) and masks.shape == (24, 128, 128)
+    assert set(np.unique(masks)) <= set(range(len(syn.CLASSES)))
+    assert set(np.unique(masks)) == set(range(len(syn.CLASSES)))  # every class occurs
+    # Colour carries no class information: the mean colour of a class varies widely across images.
+    disk_colours = [images[i][masks[i] == 1].mean(0) for i in range(24) if (masks[i] == 1).sum() > 20]
+    assert np.std(disk_colours, axis=0).min() > 25
+
+
+def test_synthetic_object_sizes_span_10x_in_every_scene() -> None:
+    for index in range(200):
+        layout = syn.scene_layout(0, index, 3, 7)
+        assert layout["radii"].max() / layout["radii"].min() >= 10
+        assert 3 <= len(layout["classes"]) <= 7 and layout["order"][0] == 0
+    # ... and the small object is really drawn: where it is painted last and lies inside the
+    # image, its class shows around its centre (at 256 px its radius is 5-8 px).
+    checked = 0
+    for index in range(40):
+        layout = syn.scene_layout(0, index)
+        cx, cy = (layout["centres"][1] * 256).astype(int)
+        if layout["order"][-1] == 1 and 0 <= cx < 256 and 0 <= cy < 256:
+            mask = syn.render_scene(0, index, 256)[1]
+            r = int(layout["radii"][1] * 256)
+            window = mask[max(0, cy - r) : cy + r + 1, max(0, cx - r) : cx + r + 1]
+            assert (window == layout["classes"][1]).sum() >= r  # a ring has a hole at its centre
+            checked += 1
+    assert checked >= 2
+
+
+def test_synthetic_dataset_is_cached_and_survives_a_corrupt_cache(_cache: Path) -> None:
+    first = SyntheticDataset(6, 32, seed=5)
+    files = sorted((_cache / "synthetic").glob("*.npy"))
+    assert len(files) == 2
+    files[0].write_bytes(b"garbage")
+    again = SyntheticDataset(6, 32, seed=5)
+    assert np.array_equal(first.images, again.images) and np.array_equal(first.masks, again.masks)
+    image, mask = again[2]
+    assert image.shape == (32, 32, 3) and mask.shape == (32, 32) and len(again) == 6
+
+
+# ------------------------------------------------------------------------------------ cityscapes
+def _cityscapes_tree(root: Path) -> None:
+    for split, city, n in (("train", "aachen", 2), ("val", "lindau", 1)):
+        for i in range(n):
+            stem = f"{city}_{i:06d}_000019"
+            _png(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", _rgb(seed=i))
+            label_ids = np.full((12, 16), 7, dtype=np.uint8)  # road
+            label_ids[:4] = 26  # car
+            label_ids[4:6] = 0  # unlabeled -> ignore
+            label_ids[6, :] = 33  # bicycle
+            _png(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", label_ids)
+            _png(root / "gtFine" / split / city / f"{stem}_gtFine_color.png", _rgb(seed=9))
+
+
+def test_cityscapes_layout_maps_label_ids_to_train_ids(tmp_path: Path) -> None:
+    _cityscapes_tree(tmp_path)
+    train = cityscapes(tmp_path, "train")
+    assert len(train) == 2 and train.num_classes == 19 and train.class_names[13] == "car"
+    image, mask = train[0]
+    assert image.shape == (12, 16, 3)
+    assert mask[0, 0] == 13 and mask[4, 0] == 255 and mask[6, 0] == 18 and mask[11, 0] == 0
+    assert len(CITYSCAPES_EVAL_IDS) == 19
+    assert len(cityscapes(tmp_path, "val")) == 1
+
+
+def test_cityscapes_missing_mask_names_the_file(tmp_path: Path) -> None:
+    _cityscapes_tree(tmp_path)
+    missing = tmp_path / "gtFine" / "train" / "aachen" / "aachen_000001_000019_gtFine_labelIds.png"
+    missing.unlink()
+    with pytest.raises(DatasetError, match=f"{missing}: missing mask"):
+        cityscapes(tmp_path, "train")
+
+
+def test_cityscapes_label_outside_the_ids_names_the_file(tmp_path: Path) -> None:
+    _cityscapes_tree(tmp_path)
+    bad = tmp_path / "gtFine" / "val" / "lindau" / "lindau_000000_000019_gtFine_labelIds.png"
+    ids = np.full((12, 16), 7, dtype=np.uint8)
+    ids[3, 3] = 40
+    _png(bad, ids)
+    with pytest.raises(DatasetError, match=f"{bad}: label 40 outside the 34 label values"):
+        cityscapes(tmp_path, "val")[0]
+
+
+# ------------------------------------------------------------------------------------ voc
+def _voc_tree(root: Path) -> None:
+    ids = ["2007_000032", "2007_000039", "2007_000063"]
+    for k, image_id in enumerate(ids):
+        (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_rgb(seed=k)).save(root / "JPEGImages" / f"{image_id}.jpg")
+        mask = np.zeros((12, 16), dtype=np.uint8)
+        mask[2:6, 3:9] = 15  # person
+        mask[2, 3:9] = 255  # boundary
+        _png(root / "SegmentationClass" / f"{image_id}.png", mask, palette=True)
+    sets = root / "ImageSets" / "Segmentation"
+    sets.mkdir(parents=True)
+    (sets / "train.txt").write_text("\n".join(ids[:2]) + "\n")
+    (sets / "val.txt").write_text(ids[2] + "\n")
+
+
+def test_voc_layout_reads_palette_indices(tmp_path: Path) -> None:
+    _voc_tree(tmp_path)
+    train = voc(tmp_path, "train")
+    assert len(train) == 2 and train.num_classes == 21 and train.class_names[15] == "person"
+    image, mask = train[1]
+    assert image.shape == (12, 16, 3)
+    assert mask[3, 4] == 15 and mask[2, 4] == 255 and mask[0, 0] == 0
+    assert Image.open(tmp_path / "SegmentationClass" / "2007_000032.png").mode == "P"
+
+
+def test_voc_size_mismatch_names_the_mask(tmp_path: Path) -> None:
+    _voc_tree(tmp_path)
+    bad = tmp_path / "SegmentationClass" / "2007_000063.png"
+    _png(bad, np.zeros((10, 16), dtype=np.uint8), palette=True)
+    with pytest.raises(DatasetError, match=f"{bad}: mask size 16x10 differs from image 2007_000063.jpg 16x12"):
+        voc(tmp_path, "val")[0]
+
+
+def test_voc_unreadable_image_names_the_file(tmp_path: Path) -> None:
+    _voc_tree(tmp_path)
+    bad = tmp_path / "JPEGImages" / "2007_000039.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(DatasetError, match=f"{bad}: cannot read image"):
+        voc(tmp_path, "train")[1]
+
+
+def test_voc_label_outside_classes_and_missing_list(tmp_path: Path) -> None:
+    _voc_tree(tmp_path)
+    bad = tmp_path / "SegmentationClass" / "2007_000063.png"
+    mask = np.zeros((12, 16), dtype=np.uint8)
+    mask[0, 0] = 21
+    _png(bad, mask, palette=True)
+    with pytest.raises(DatasetError, match=f"{bad}: label 21 outside the 21 label values"):
+        voc(tmp_path, "val")[0]
+    with pytest.raises(DatasetError, match="test.txt: split list not found"):
+        voc(tmp_path, "test")
+
+
+# ------------------------------------------------------------------------------------ folder
+def _folder_tree(root: Path) -> None:
+    (root / "classes.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("sky\nground\ntree\n")
+    for split, n in (("train", 3), ("val", 1)):
+        for i in range(n):
+            _png(root / split / "images" / f"img{i}.png", _rgb(seed=i))
+            mask = np.zeros((12, 16), dtype=np.uint8)
+            mask[6:] = 1
+            mask[8:, 10:] = 2
+            _png(root / split / "masks" / f"img{i}.png", mask)
+
+
+def test_folder_layout(tmp_path: Path) -> None:
+    _folder_tree(tmp_path)
+    train = folder(tmp_path, "train")
+    assert train.class_names == ("sky", "ground", "tree") and len(train) == 3
+    image, mask = train[2]
+    assert image.shape == (12, 16, 3) and mask[0, 0] == 0 and mask[7, 0] == 1 and mask[9, 12] == 2
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda r: (r / "train" / "masks" / "img1.png").unlink(), "masks/img1.png: missing mask"),
+        (lambda r: (r / "classes.txt").unlink(), "classes.txt: class-names file not found"),
+        (lambda r: (r / "classes.txt").write_text("\n"), "classes.txt: no class names"),
+        (lambda r: _png(r / "train" / "masks" / "img0.png", np.full((12, 16), 3)), "img0.png: label 3 outside"),
+        (lambda r: _png(r / "train" / "masks" / "img0.png", _rgb()), "img0.png: mask must be a palette"),
+        (lambda r: (r / "train" / "masks" / "img0.png").write_bytes(b""), "img0.png: cannot read mask"),
+    ],
+)
+def test_folder_bad_data_names_the_file(tmp_path: Path, damage, message: str) -> None:
+    _folder_tree(tmp_path)
+    damage(tmp_path)
+    with pytest.raises(DatasetError, match=message):
+        data = folder(tmp_path, "train")
+        for i in range(len(data)):
+            data[i]

@@ -1,0 +1,118 @@
+"""The trial function: smoke training per head type, reporting, early stop, resume, divergence."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from nas.checkpoint import load_model
+from proxy_tasks.task import load_task
+from proxy_tasks.trial import CHECKPOINT_NAME, run_trial
+from search_spaces import get_spec
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _task(steps: int = 4, eval_every: int = 0, workers: int = 0, **optimizer: object):
+    task = load_task("synthetic")
+    smoke = replace(task.fidelity("smoke"), steps=steps, eval_every=eval_every)
+    return replace(
+        task, fidelities={**task.fidelities, "smoke": smoke}, workers=workers,
+        optimizer=replace(task.optimizer, **optimizer),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("arch", ["deeplabv3-resnet50", "deeplabv3plus-resnet50", "spinenet-49"])
+def test_smoke_trial_per_head_type_returns_complete_metrics(arch: str) -> None:
+    result = run_trial(get_spec(arch), _task(workers=1), "smoke", seed=0)
+    assert result.status == "ok" and result.error is None
+    assert 0.0 <= result.miou <= 1.0 and 0.0 <= result.pixel_accuracy <= 1.0
+    assert set(result.per_class_iou) == {"background", "disk", "ring", "square", "triangle", "cross", "bar"}
+    assert result.steps == 4 and len(result.loss_curve) == 4 and math.isfinite(result.loss_final)
+    assert result.params > 0 and result.flops > 0 and result.latency_ms > 0
+    assert result.train_seconds > 0 and result.images_per_second > 0 and 0 <= result.data_wait_fraction < 1
+    assert result.peak_memory_mb > 0 and result.input_size == (64, 64) and result.num_classes == 7
+    assert result.spec_hash == get_spec(arch).hash
+    json.dumps(result.to_dict())  # JSON-ready
+
+
+def test_trial_is_reproducible_by_seed() -> None:
+    a = run_trial(get_spec("deeplabv3plus-resnet50"), _task(), "smoke", seed=3)
+    b = run_trial(get_spec("deeplabv3plus-resnet50"), _task(), "smoke", seed=3)
+    assert a.loss_curve == b.loss_curve and a.miou == b.miou
+
+
+def test_report_is_called_per_evaluation_and_can_stop_the_trial() -> None:
+    seen: list[dict] = []
+    result = run_trial(get_spec("spinenet-49"), _task(steps=6, eval_every=2), "smoke", report=seen.append)
+    assert [r["step"] for r in seen] == [2, 4, 6] and result.status == "ok"
+    assert all(0 <= r["miou"] <= 1 for r in seen)
+    stopped = run_trial(get_spec("spinenet-49"), _task(steps=6, eval_every=2), "smoke", report=lambda m: m["step"] >= 4)
+    assert stopped.status == "pruned" and stopped.steps == 4 and len(stopped.history) == 2
+
+
+def test_interrupted_trial_resumes_to_the_same_result(tmp_path: Path) -> None:
+    spec, task = get_spec("deeplabv3-resnet50"), _task(steps=6, eval_every=2)
+    whole = run_trial(spec, task, "smoke", seed=1)
+    # Stop after the first evaluation (as a killed worker would), then resume from the checkpoint.
+    first = run_trial(spec, task, "smoke", seed=1, checkpoint_dir=tmp_path, report=lambda m: True)
+    assert first.status == "pruned" and first.steps == 2 and (tmp_path / CHECKPOINT_NAME).is_file()
+    resumed = run_trial(spec, task, "smoke", seed=1, checkpoint_dir=tmp_path)
+    assert resumed.resumed_from_step == 2 and resumed.steps == 6
+    assert [s for s, _ in resumed.loss_curve] == [1, 2, 3, 4, 5, 6]
+    torch.testing.assert_close(torch.tensor(resumed.loss_curve), torch.tensor(whole.loss_curve))
+    assert resumed.miou == pytest.approx(whole.miou, abs=1e-6)
+
+
+def test_divergence_is_reported_not_raised() -> None:
+    result = run_trial(get_spec("deeplabv3-resnet50"), _task(steps=6, lr=1e12, name="sgd"), "smoke")
+    assert result.status == "diverged" and "loss became" in result.error
+    assert result.steps < 6
+
+
+def test_nas_train_writes_metrics_checkpoint_and_log(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nas.cli", "train", "--arch", "deeplabv3-resnet50", "--task", "synthetic",
+           "--fidelity", "smoke", "--out", str(out), "--quiet"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["miou"] <= 1.0 and metrics["status"] == "ok"
+    assert "step 4: mIoU" in (out / "train.log").read_text()
+    assert not (out / CHECKPOINT_NAME).exists()
+    model, meta = load_model(out / "checkpoint.pt")
+    assert meta["fidelity"] == "smoke" and meta["task"] == "synthetic" and model.num_classes == 7
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "holds a finished run" in again.stderr
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "nas.cli", "eval", str(out / "checkpoint.pt"), "--task", "synthetic"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["miou"] == pytest.approx(metrics["miou"], abs=1e-6)
+
+
+def test_nas_train_reports_bad_data_in_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / "train" / "images").mkdir(parents=True)
+    (root / "train" / "masks").mkdir(parents=True)
+    (root / "classes.txt").write_text("a\nb\n")
+    (root / "train" / "images" / "x.png").write_bytes(b"not a png")
+    done = subprocess.run(
+        [sys.executable, "-m", "nas.cli", "train", "--arch", "spinenet-49", "--task", "folder", "--data-root",
+         str(root), "--fidelity", "smoke", "--out", str(tmp_path / "o"), "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith("nas: error: ") and "masks/x.png: missing mask" in done.stderr
+    assert done.stderr.count("\n") == 1
