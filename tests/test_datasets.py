@@ -178,7 +178,7 @@ def test_voc_label_outside_classes_and_missing_list(tmp_path: Path) -> None:
     _png(bad, mask, palette=True)
     with pytest.raises(DatasetError, match=f"{bad}: label 21 outside the 21 label values"):
         voc(tmp_path, "val")[0]
-    with pytest.raises(DatasetError, match="test.txt: split list not found"):
+    with pytest.raises(DatasetError, match=r"test\.txt: split list not found"):
         voc(tmp_path, "test")
 
 

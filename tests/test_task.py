@@ -71,7 +71,7 @@ def test_missing_and_malformed_task_files(tmp_path: Path) -> None:
         load_task("nope")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(ConfigError, match="bad.yaml: malformed YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: malformed YAML"):
         load_task(bad)
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ConfigError, match="expected a mapping at the top level"):
@@ -90,7 +90,7 @@ def test_data_root_override_and_requirement(tmp_path: Path) -> None:
     assert task.dataset.root == str(tmp_path)
     from proxy_tasks.task import build_datasets
 
-    with pytest.raises(ConfigError, match="dataset.root: the voc task needs a dataset folder"):
+    with pytest.raises(ConfigError, match=r"dataset\.root: the voc task needs a dataset folder"):
         build_datasets(load_task("voc"), load_task("voc").fidelity("smoke"))
 
 
