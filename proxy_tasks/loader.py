@@ -118,15 +118,19 @@ class StreamSampler(Sampler):
         return 2**62
 
 
-def default_workers() -> int:
+def default_workers(device: torch.device) -> int:
+    """Loader processes: on CUDA one per spare core (at most 4); on CPU only cores that torch's own
+    compute threads leave free, since a worker competing with them slows training (measured:
+    0.74 of the bare loop's throughput with one worker on 2 cores, 0.99 with none)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(4, cores - 1))
+    spare = cores - 1 if device.type == "cuda" else cores - torch.get_num_threads()
+    return max(0, min(4, spare))
 
 
 def train_loader(data, task: TaskConfig, fidelity: Fidelity, seed: int, start_sample: int, device: torch.device):
     dataset = TrainSet(data, fidelity, task.augment, seed, task.ignore_index)
     sampler = StreamSampler(len(data), seed, start_sample)
-    workers = default_workers() if task.workers is None else task.workers
+    workers = default_workers(device) if task.workers is None else task.workers
     return DataLoader(
         dataset,
         batch_size=fidelity.batch_size,
@@ -143,7 +147,7 @@ def train_loader(data, task: TaskConfig, fidelity: Fidelity, seed: int, start_sa
 
 
 def eval_loader(data, task: TaskConfig, fidelity: Fidelity, device: torch.device):
-    workers = default_workers() if task.workers is None else task.workers
+    workers = default_workers(device) if task.workers is None else task.workers
     return DataLoader(
         EvalSet(data, fidelity),
         batch_size=task.eval_batch_size if data.fixed_size else 1,

@@ -107,7 +107,7 @@ class TaskConfig:
     compile: bool = False
     ignore_index: int = 255
     seed: int = 0
-    workers: int | None = None  # data-loader processes; None: one per spare core, at most 4
+    workers: int | None = None  # data-loader processes; None: the spare cores, at most 4 (see loader)
     eval_batch_size: int = 8
 
     def __post_init__(self) -> None:
