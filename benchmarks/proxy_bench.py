@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from proxy_tasks.loader import train_loader
 from proxy_tasks.task import build_datasets, load_task, scale_spec
-from proxy_tasks.trial import _optimizer, _poly_schedule, run_trial
+from proxy_tasks.trial import make_optimizer, poly_schedule, run_trial
 from search_spaces import SearchSpace, get_spec, sample
 from search_spaces.spec import ArchSpec
 
@@ -48,8 +48,8 @@ def bench_loop(args: argparse.Namespace) -> None:
     def bare_loop() -> float:
         torch.manual_seed(0)
         model = build_model(scale_spec(spec, fid), train.num_classes).to(device).train()
-        optimizer = _optimizer(model, task, fid)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _poly_schedule(fid.steps, 0.9, 0))
+        optimizer = make_optimizer(model, task, fid)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_schedule(fid.steps, 0.9, 0))
         start = time.perf_counter()
         for step in range(fid.steps):
             x, y = batches[step % len(batches)]

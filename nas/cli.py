@@ -181,10 +181,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     task.fidelity(args.fidelity)  # fail now on an unknown fidelity
     device = _device(args.device)
     out = Path(args.out or f"runs/train-{spec.name or spec.hash}-{task.name}-{args.fidelity}")
+    if (out / "metrics.json").exists():
+        raise CliError(f"{out} holds a finished run; choose another --out")
     if (out / CHECKPOINT_NAME).exists() and not args.resume:
         raise CliError(f"{out} holds an unfinished run; pass --resume to continue it or choose another --out")
-    if (out / "metrics.json").exists() and not args.resume:
-        raise CliError(f"{out} holds a finished run; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(spec.to_json())
 

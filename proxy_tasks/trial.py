@@ -16,7 +16,7 @@ import os
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +66,6 @@ class TrialResult:
     resumed_from_step: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return asdict(self)
 
 
@@ -93,8 +91,8 @@ def run_trial(
     channels_last = task.channels_last if task.channels_last is not None else device.type == "cuda"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    optimizer = _optimizer(model, task, fid)
-    lr_lambda = _poly_schedule(fid.steps, task.optimizer.poly_power, task.optimizer.warmup_steps)
+    optimizer = make_optimizer(model, task, fid)
+    lr_lambda = poly_schedule(fid.steps, task.optimizer.poly_power, task.optimizer.warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(task.precision)
     use_autocast = autocast_dtype is not None and device.type == "cuda"
@@ -224,7 +222,7 @@ def evaluate(
     return matrix.summary(list(val_data.class_names))
 
 
-def _optimizer(model: torch.nn.Module, task: TaskConfig, fid: Fidelity) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, task: TaskConfig, fid: Fidelity) -> torch.optim.Optimizer:
     cfg = task.optimizer
     lr = fid.lr or cfg.lr
     # No weight decay on BN parameters and biases (the usual DeepLab / timm practice).
@@ -236,7 +234,7 @@ def _optimizer(model: torch.nn.Module, task: TaskConfig, fid: Fidelity) -> torch
     return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
 
 
-def _poly_schedule(steps: int, power: float, warmup: int) -> Callable[[int], float]:
+def poly_schedule(steps: int, power: float, warmup: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if warmup and step < warmup:
             return (step + 1) / warmup
