@@ -376,12 +376,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from nas.config import ConfigError
     from proxy_tasks.datasets import DatasetError
+    from proxy_tasks.trial import ResumeError
 
     from .checkpoint import CheckpointError
 
     try:
         args.func(args)
-    except (CliError, SpecError, ConfigError, DatasetError, CheckpointError) as exc:
+    except (CliError, SpecError, ConfigError, DatasetError, CheckpointError, ResumeError) as exc:
         print(f"nas: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:

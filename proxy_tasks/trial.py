@@ -106,19 +106,19 @@ def run_trial(
     step, loss_sum, loss_count, data_wait = 0, 0.0, 0, 0.0
     state_file = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
     if state_file and state_file.is_file():
-        state = torch.load(state_file, map_location=device, weights_only=True)
+        state = _load_state(state_file, device, spec.hash, fidelity, seed)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())
         step = result.resumed_from_step = int(state["step"])
         result.loss_curve = [tuple(p) for p in state["loss_curve"]]
         result.history = list(state["history"])
         result.train_seconds, result.eval_seconds = float(state["train_seconds"]), float(state["eval_seconds"])
         data_wait = float(state["data_wait_seconds"])
         if device.type == "cuda" and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -243,6 +243,26 @@ def poly_schedule(steps: int, power: float, warmup: int) -> Callable[[int], floa
     return factor
 
 
+class ResumeError(ValueError):
+    """A checkpoint that cannot be resumed; the message names the file."""
+
+
+def _load_state(path: Path, device: torch.device, spec_hash: str, fidelity: str, seed: int) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # a damaged file: unpickling errors come in many types
+        raise ResumeError(
+            f"{path}: unreadable trial checkpoint ({type(exc).__name__}); delete it to start over"
+        ) from None
+    saved = (state.get("spec_hash"), state.get("fidelity"), state.get("seed"))
+    if saved != (spec_hash, fidelity, seed):
+        raise ResumeError(
+            f"{path}: checkpoint of spec {saved[0]} at {saved[1]} fidelity, seed {saved[2]}; "
+            f"this trial is spec {spec_hash} at {fidelity}, seed {seed}"
+        )
+    return state
+
+
 def _save_state(path: Path, model, optimizer, scheduler, scaler, step: int, result: TrialResult, data_wait: float):
     state = {
         "model": model.state_dict(),
@@ -257,6 +277,9 @@ def _save_state(path: Path, model, optimizer, scheduler, scaler, step: int, resu
         "train_seconds": result.train_seconds,
         "eval_seconds": result.eval_seconds,
         "data_wait_seconds": data_wait,
+        "spec_hash": result.spec_hash,
+        "fidelity": result.fidelity,
+        "seed": result.seed,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")

@@ -74,6 +74,20 @@ def test_interrupted_trial_resumes_to_the_same_result(tmp_path: Path) -> None:
     assert resumed.miou == pytest.approx(whole.miou, abs=1e-6)
 
 
+def test_resume_refuses_a_foreign_or_damaged_checkpoint(tmp_path: Path) -> None:
+    from proxy_tasks.trial import ResumeError
+
+    task = _task(steps=4, eval_every=2)
+    run_trial(get_spec("spinenet-49"), task, "smoke", seed=0, checkpoint_dir=tmp_path, report=lambda m: True)
+    with pytest.raises(ResumeError, match=r"checkpoint of spec .* this trial is spec"):
+        run_trial(get_spec("deeplabv3-resnet50"), task, "smoke", seed=0, checkpoint_dir=tmp_path)
+    with pytest.raises(ResumeError, match=r"seed 0; this trial is spec .* seed 1"):
+        run_trial(get_spec("spinenet-49"), task, "smoke", seed=1, checkpoint_dir=tmp_path)
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"truncated")
+    with pytest.raises(ResumeError, match="unreadable trial checkpoint"):
+        run_trial(get_spec("spinenet-49"), task, "smoke", seed=0, checkpoint_dir=tmp_path)
+
+
 def test_divergence_is_reported_not_raised() -> None:
     result = run_trial(get_spec("deeplabv3-resnet50"), _task(steps=6, lr=1e12, name="sgd"), "smoke")
     assert result.status == "diverged" and "loss became" in result.error
