@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import torch
 
 from search_spaces import ArchSpec, SpecError
 
+from .atomic import atomic_path
 from .builder import SegmentationModel, build_model
 
 
@@ -19,17 +19,14 @@ class CheckpointError(ValueError):
 
 def save_model(path: str | Path, model: SegmentationModel, **metadata: Any) -> None:
     """Write ``{"spec", "num_classes", "state_dict", **metadata}`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "spec": model.spec.to_json(indent=None),
         "num_classes": model.num_classes,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **metadata,
     }
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[SegmentationModel, dict[str, Any]]:

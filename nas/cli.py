@@ -269,7 +269,8 @@ def cmd_task_show(args: argparse.Namespace) -> None:
 
 def _write_json(path: Path, data: Any) -> None:
     import math
-    import os
+
+    from .atomic import atomic_path
 
     def clean(value: Any) -> Any:  # JSON has no NaN: write null
         if isinstance(value, float) and math.isnan(value):
@@ -280,9 +281,8 @@ def _write_json(path: Path, data: Any) -> None:
             return [clean(v) for v in value]
         return value
 
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(clean(data), indent=2))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(clean(data), indent=2))
 
 
 def _add_space_options(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,6 @@ The loop is meant to be read top to bottom.
 from __future__ import annotations
 
 import math
-import os
 import resource
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from nas.atomic import atomic_path
 from nas.builder import build_model
 from nas.cost import count_flops, count_params, measure_latency
 from search_spaces import ArchSpec
@@ -281,7 +281,5 @@ def _save_state(path: Path, model, optimizer, scheduler, scaler, step: int, resu
         "fidelity": result.fidelity,
         "seed": result.seed,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a crash leaves the previous checkpoint intact
+    with atomic_path(path) as tmp:  # a crash leaves the previous checkpoint intact
+        torch.save(state, tmp)

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nas.atomic import atomic_path
+
 CLASSES = ("background", "disk", "ring", "square", "triangle", "cross", "bar")
 GENERATOR_VERSION = 5
 SQRT3 = float(np.sqrt(3.0))
@@ -193,12 +195,9 @@ def load_or_generate(
     images, masks = generate(count, size, seed, min_objects, max_objects)
     if use_cache:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
             for path, array in ((image_file, images), (mask_file, masks)):
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                with open(tmp, "wb") as f:
+                with atomic_path(path) as tmp, open(tmp, "wb") as f:
                     np.save(f, array)
-                os.replace(tmp, path)  # atomic: readers never see a half-written file
         except OSError:
             pass  # an unwritable cache only costs regeneration next time
     return images, masks
