@@ -267,6 +267,98 @@ def cmd_task_show(args: argparse.Namespace) -> None:
     print(yaml.safe_dump(load_task(args.task).to_dict(), sort_keys=False), end="")
 
 
+def cmd_search(args: argparse.Namespace) -> None:
+    from nas.search.config import load_search_config
+    from nas.search.runner import run_search, saved_config, stderr_log
+
+    if isinstance(args.resume, str):
+        if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+            raise CliError(f"--resume {args.resume} and --out {args.out} name different run directories")
+        args.out = args.resume
+    if not args.out:
+        raise CliError("--out RUN_DIR is needed (or --resume RUN_DIR)")
+    if args.config:
+        config = load_search_config(args.config)
+    elif args.resume:
+        config = saved_config(Path(args.out))
+    else:
+        raise CliError("a new search needs --config")
+    search = run_search(_override_search(config, args), args.out, address=args.address, resume=bool(args.resume),
+                        log=stderr_log)  # fmt: skip
+    _print_summary(Path(args.out))
+    if search.exhausted:
+        print("stopped early: the strategy kept proposing architectures already evaluated")
+
+
+def _override_search(config, args: argparse.Namespace):
+    from dataclasses import replace
+
+    if args.strategy:
+        config = replace(config, strategy=replace(config.strategy, name=args.strategy))
+    if args.trials:
+        config = replace(config, budget=replace(config.budget, trials=args.trials))
+    return config
+
+
+def _print_summary(run_dir: Path, top: int = 10) -> None:
+    import yaml
+
+    from nas.search.leaderboard import format_leaderboard, leaderboard, status_counts, trials_frame
+    from nas.search.runner import CONFIG_NAME, resolve_spec
+
+    trials = trials_frame(run_dir)
+    counts = status_counts(trials)
+    print(f"{run_dir}: {len(trials)} trials (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")")
+    if trials.empty:
+        return
+    print(format_leaderboard(trials, top))
+    config_path = run_dir / CONFIG_NAME
+    baselines = yaml.safe_load(config_path.read_text()).get("baselines", []) if config_path.is_file() else []
+    board = leaderboard(trials)
+    best = board.iloc[0]
+    if best["objective"] != best["objective"]:  # NaN: nothing succeeded
+        return
+    print(f"best: {best['name']} ({best['spec_hash'][:10]}) objective {best['objective']:.4f}, "
+          f"proxy mIoU {best['miou']:.4f}, {best['flops'] / 1e9:.3f} GFLOPs")  # fmt: skip
+    for ref in baselines:
+        try:
+            spec_hash = resolve_spec(ref).hash
+        except (ValueError, OSError):
+            continue
+        rows = trials[(trials["spec_hash"] == spec_hash) & (trials["status"] == "ok")]
+        if not rows.empty:
+            row = rows.iloc[0]
+            print(f"baseline: {ref} ({spec_hash[:10]}) objective {row['objective']:.4f}, "
+                  f"proxy mIoU {row['miou']:.4f}, {row['flops'] / 1e9:.3f} GFLOPs")  # fmt: skip
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    from nas.search.leaderboard import leaderboard, trials_frame
+
+    run_dir = Path(args.run_dir)
+    if args.json:
+        trials = trials_frame(run_dir)
+        print(trials.to_json(orient="records", date_format="iso"))
+        return
+    _print_summary(run_dir, args.top)
+    trials = trials_frame(run_dir)
+    board = leaderboard(trials)
+    if not board.empty and board.iloc[0]["objective"] == board.iloc[0]["objective"]:
+        print("best spec:")
+        print(ArchSpec.from_json(board.iloc[0]["spec_json"]).to_json())
+
+
+def cmd_promote(args: argparse.Namespace) -> None:
+    from nas.search.promote import promote
+    from nas.search.runner import stderr_log
+
+    summary = promote(
+        args.run_dir, top=args.top, fidelity=args.fidelity, pareto=args.pareto, address=args.address,
+        seed=args.seed, log=stderr_log,
+    )  # fmt: skip
+    print(summary.to_text())
+
+
 def _write_json(path: Path, data: Any) -> None:
     import math
 
@@ -353,6 +445,31 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("search", help="run (or resume) an architecture search on Ray Tune")
+    p.add_argument("--config", help="search config YAML (see launch/configs/)")
+    p.add_argument("--out", help="run directory (results table, state; shared storage on a cluster)")
+    p.add_argument("--strategy", choices=["random", "evolution", "tpe", "nsga2"], help="override the config's")
+    p.add_argument("--trials", type=int, help="override the budget (number of candidates trained)")
+    p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else a private local Ray)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                   help="continue the search in --out (or RUN_DIR) after a crash or a stop")  # fmt: skip
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("show", help="print a run's leaderboard and best spec (also while it runs)")
+    p.add_argument("run_dir")
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="every trial as JSON records")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("promote", help="retrain a run's best candidates at full fidelity on Ray")
+    p.add_argument("run_dir")
+    p.add_argument("--top", type=int, default=3, help="how many candidates (by objective)")
+    p.add_argument("--pareto", action="store_true", help="take the Pareto front (mIoU vs cost) instead")
+    p.add_argument("--fidelity", default="full")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else a private local Ray)")
+    p.set_defaults(func=cmd_promote)
+
     task = sub.add_parser("task", help="built-in tasks").add_subparsers(dest="task_command", required=True)
     p = task.add_parser("list", help="list the built-in tasks")
     p.set_defaults(func=cmd_task_list)
@@ -380,9 +497,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .checkpoint import CheckpointError
 
+    errors: tuple[type[BaseException], ...] = (CliError, SpecError, ConfigError, DatasetError, CheckpointError,
+                                               ResumeError)  # fmt: skip
+    if args.command in ("search", "show", "promote"):
+        from .search.runner import SearchError
+        from .search.search import SearchStateError
+        from .search.store import StoreError
+
+        errors += (SearchError, SearchStateError, StoreError)
     try:
         args.func(args)
-    except (CliError, SpecError, ConfigError, DatasetError, CheckpointError, ResumeError) as exc:
+    except errors as exc:
         print(f"nas: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .published import FILTER_SIZE_MAP, spinenet_stem_blocks
@@ -115,25 +116,49 @@ class SearchSpace:
 def sample(space: SearchSpace, seed: int, name: str = "") -> ArchSpec:
     """A random valid spec of ``space``; the same seed gives the same spec on any machine."""
     rng = random.Random(seed)
-    required = sorted(set(space.output_levels) | {space.head.level} | _decoder_levels(space))
+    required = required_levels(space)
     levels = required + [rng.randint(space.min_level, space.max_level) for _ in range(space.num_blocks - len(required))]
     rng.shuffle(levels)
+    types = [rng.choice(space.block_types) for _ in levels]
+    dilations = [rng.choice(space.dilations) for _ in levels]
+    return assemble(
+        space, levels, types, dilations, lambda node, pool: tuple(rng.sample(list(pool), 2)), name or f"sample-{seed}"
+    )
+
+
+def required_levels(space: SearchSpace) -> list[int]:
+    """Levels every spec of the space must have a block at: the outputs, the head's and the decoder's."""
+    return sorted(set(space.output_levels) | {space.head.level} | _decoder_levels(space))
+
+
+def assemble(
+    space: SearchSpace,
+    levels: list[int],
+    types: list[str],
+    dilations: list[int],
+    choose_parents: Callable[[int, range], tuple[int, int]],
+    name: str = "",
+) -> ArchSpec:
+    """The spec with these per-block choices after SpineNet's two stem blocks.
+
+    The last block at each output level is an output. An output block may take parents from any
+    earlier block, an intermediate one from the last ``parent_window``; ``choose_parents(node,
+    pool)`` picks two distinct indices of ``pool``. Every sampler of the space builds through here.
+    """
     last_at_level = {level: i for i, level in enumerate(levels)}
     is_output = [last_at_level.get(level) == i and level in space.output_levels for i, level in enumerate(levels)]
-
     blocks = list(spinenet_stem_blocks())
     for i, level in enumerate(levels):
         node = len(blocks)
-        window = range(0, node) if is_output[i] else range(max(0, node - space.parent_window), node)
-        parents = tuple(rng.sample(list(window), 2))
+        pool = range(0, node) if is_output[i] else range(max(0, node - space.parent_window), node)
         blocks.append(
             Block(
                 level=level,
-                type=rng.choice(space.block_types),
+                type=types[i],
                 width=FILTER_SIZE_MAP[level],
-                parents=parents,
+                parents=choose_parents(node, pool),
                 connection="fuse",
-                dilation=rng.choice(space.dilations),
+                dilation=dilations[i],
                 output=is_output[i],
             )
         )
@@ -142,7 +167,7 @@ def sample(space: SearchSpace, seed: int, name: str = "") -> ArchSpec:
         scaling=space.scaling,
         head=space.head,
         endpoint_levels=(min(space.output_levels), max(space.output_levels)),
-        name=name or f"sample-{seed}",
+        name=name,
     )
     space.validate(spec)
     return spec

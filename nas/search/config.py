@@ -1,0 +1,147 @@
+"""The search config: a YAML file mapping onto `SearchConfig` (unknown keys are errors naming the key).
+
+Relative paths inside it (a task file, seed spec files) are relative to the config file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from nas.config import ConfigError, from_dict, load_file, to_dict
+from search_spaces import Head, SearchSpace, SpecError
+
+from .objective import Objective
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    name: Literal["random", "evolution", "tpe", "nsga2"] = "evolution"
+    population: int = 16  # evolution: population size; nsga2: generation size
+    sample_size: int = 4  # evolution: tournament size
+    init: Literal["random", "mutants"] = "random"  # evolution: how the initial population is filled
+    seeds: tuple[str, ...] = ()  # evolution: more specs for the initial population (after the baselines)
+
+    def __post_init__(self) -> None:
+        if self.population < 2:
+            raise ConfigError(f"population: must be >= 2, got {self.population}")
+        if not 2 <= self.sample_size <= self.population:
+            raise ConfigError(f"sample_size: must be in [2, population={self.population}], got {self.sample_size}")
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    num_blocks: int = 16
+    min_level: int = 2
+    max_level: int = 7
+    dilations: tuple[int, ...] = (1, 2, 4)
+    block_types: tuple[str, ...] = ("bottleneck", "residual")
+    parent_window: int = 5
+    output_levels: tuple[int, ...] = (3, 4, 5, 6, 7)
+    head: Literal["deeplabv3", "deeplabv3plus"] = "deeplabv3"
+    head_level: int = 4
+    decoder_level: int = 2
+
+    def build(self) -> SearchSpace:
+        rates = (6, 12, 18) if self.head_level >= 4 else (12, 24, 36)
+        head = Head(kind=self.head, level=self.head_level, aspp_rates=rates, decoder_level=self.decoder_level)
+        try:
+            return SearchSpace(
+                num_blocks=self.num_blocks,
+                min_level=self.min_level,
+                max_level=self.max_level,
+                dilations=self.dilations,
+                block_types=self.block_types,
+                parent_window=self.parent_window,
+                output_levels=self.output_levels,
+                head=head,
+            )
+        except SpecError as exc:
+            raise ConfigError(f"space: {exc}") from None
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    trials: int = 16  # candidates trained, baselines included (duplicates are free)
+    time_limit_s: float | None = None  # no new trial starts after this long (per session)
+    max_duplicates: int = 100  # give up after this many duplicates in a row (a space exhausted)
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise ConfigError(f"trials: must be >= 1, got {self.trials}")
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0  # fractional packs small proxy trials onto one GPU (0.25: four per GPU)
+    max_concurrent: int = 2
+    ray_cpus: int | None = None  # CPUs of the embedded local Ray (default: all); ignored with --address
+    ray_gpus: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0 or self.max_concurrent < 1:
+            raise ConfigError("resources: cpus_per_trial > 0, gpus_per_trial >= 0 and max_concurrent >= 1 required")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    asha: bool = False  # stop bad candidates early on their intermediate mIoU (needs fidelity eval_every)
+    grace_steps: int = 100  # ASHA: no candidate is stopped before this many steps
+    reduction_factor: float = 3.0
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    ray_path: str | None = None  # Ray Tune storage (shared filesystem or cloud URI); default RUN_DIR/ray
+    optuna: str | None = None  # Optuna RDB URL (postgresql://..., sqlite:///...); default RUN_DIR/optuna.journal
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    name: str = "search"
+    task: str = "synthetic"  # a built-in task or a task file
+    fidelity: str = "proxy"
+    data_root: str | None = None
+    seed: int = 0
+    baselines: tuple[str, ...] = ("deeplabv3-resnet50",)  # trained first, as reference points
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    objective: Objective = field(default_factory=Objective)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    retries: int = 2  # times Ray Tune restarts a trial whose worker or node died
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+def load_search_config(path: str | Path) -> SearchConfig:
+    path = Path(path)
+    data = load_file(path)
+    try:
+        config = from_dict(SearchConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return _resolve_paths(config, path.parent)
+
+
+def search_config_from_dict(data: dict[str, Any]) -> SearchConfig:
+    return from_dict(SearchConfig, data)
+
+
+def _resolve_paths(config: SearchConfig, base: Path) -> SearchConfig:
+    def resolve(ref: str) -> str:
+        candidate = base / ref
+        return str(candidate.resolve()) if ("/" in ref or ref.endswith((".json", ".yaml", ".yml"))) else ref
+
+    strategy = replace(config.strategy, seeds=tuple(resolve(s) for s in config.strategy.seeds))
+    return replace(
+        config,
+        task=resolve(config.task),
+        baselines=tuple(resolve(b) for b in config.baselines),
+        strategy=strategy,
+    )

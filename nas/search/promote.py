@@ -1,0 +1,214 @@
+"""Promotion: retrain a run's best candidates at full fidelity on Ray and compare the rankings.
+
+`promote(run_dir, top=K)` takes the K best trained candidates by objective (or the Pareto front of
+mIoU against cost with ``pareto=True``), trains each at ``fidelity`` (default ``full``) as Ray Tune
+trials (the same trainable as the search, which also keeps the trained weights), and writes
+
+* ``RUN_DIR/promoted/<hash>/``: ``spec.json``, ``model.pt`` (weights + spec, `nas.checkpoint`) and
+  ``metrics.json`` (the full-fidelity metrics beside the proxy ones);
+* ``RUN_DIR/promoted.parquet``: one row per promoted model, proxy and full metrics side by side;
+* ``RUN_DIR/promoted/summary.json``: Kendall tau and Spearman rho between proxy and full mIoU.
+
+A model already promoted at that fidelity is not trained again, so an interrupted promotion
+resumes where it stopped. ``nas train --arch RUN_DIR/promoted/<hash>/spec.json`` retrains one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from nas.atomic import atomic_path
+from proxy_tasks.task import load_task
+from search_spaces import ArchSpec
+
+from .leaderboard import leaderboard, trials_frame
+from .objective import pareto_front
+from .runner import SearchError, connect_ray, saved_config
+from .trainable import MODEL_NAME, train_candidate
+
+PROMOTED_DIR = "promoted"
+PROMOTED_TABLE = "promoted.parquet"
+
+
+@dataclass
+class PromotionSummary:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    kendall_tau: float = math.nan
+    spearman_rho: float = math.nan
+
+    def to_text(self) -> str:
+        lines = [f"{'hash':<12} {'name':<24} {'proxy mIoU':>10} {'full mIoU':>10} {'status':<8}"]
+        for r in self.rows:
+            lines.append(
+                f"{r['spec_hash'][:10]:<12} {(r['name'] or '-')[:24]:<24} {_fmt(r['proxy_miou']):>10} "
+                f"{_fmt(r['full_miou']):>10} {r['status']:<8}"
+            )
+        lines.append(
+            f"Kendall tau {_fmt(self.kendall_tau)}, Spearman rho {_fmt(self.spearman_rho)} "
+            f"(proxy vs full mIoU over {sum(r['status'] == 'ok' for r in self.rows)} models)"
+        )
+        return "\n".join(lines)
+
+
+def select(trials: pd.DataFrame, top: int, pareto: bool, cost: str = "flops") -> pd.DataFrame:
+    """The candidates to promote: the ``top`` best by objective, or the Pareto front (at most ``top``)."""
+    board = leaderboard(trials)
+    board = board[board["status"] == "ok"]
+    if pareto:
+        points = list(zip(board["miou"], board[cost]))
+        board = board.iloc[pareto_front(points)]
+    return board.head(top)
+
+
+def promote(
+    run_dir: str | Path,
+    top: int = 3,
+    fidelity: str = "full",
+    pareto: bool = False,
+    address: str | None = None,
+    seed: int = 0,
+    log=print,
+) -> PromotionSummary:
+    run_dir = Path(run_dir).resolve()
+    config = saved_config(run_dir)
+    task = load_task(config.task, config.data_root)
+    task.fidelity(fidelity)
+    chosen = select(trials_frame(run_dir), top, pareto, config.objective.cost)
+    if chosen.empty:
+        raise SearchError(f"{run_dir}: no successful trial to promote")
+    out = run_dir / PROMOTED_DIR
+    todo = [row for _, row in chosen.iterrows() if not _done(out / row["spec_hash"], fidelity)]
+    log(f"promoting {len(chosen)} candidates at {fidelity} fidelity ({len(chosen) - len(todo)} already done)")
+    if todo:
+        connect_ray(config, address, log)
+        _train(todo, config, task, fidelity, seed, run_dir, out, log)
+    return _summarise(chosen, out, run_dir, fidelity)
+
+
+def _done(folder: Path, fidelity: str) -> bool:
+    metrics = folder / "metrics.json"
+    if not (metrics.is_file() and (folder / MODEL_NAME).is_file()):
+        return False
+    try:
+        return json.loads(metrics.read_text()).get("fidelity") == fidelity
+    except (OSError, ValueError):
+        return False
+
+
+def _train(todo, config, task, fidelity: str, seed: int, run_dir: Path, out: Path, log) -> None:
+    from ray import tune
+
+    resources = config.resources
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            train_candidate, task=task.to_dict(), fidelity=fidelity, seed=seed,
+            threads=max(1, int(resources.cpus_per_trial)), gpus=resources.gpus_per_trial,
+        ),
+        {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial},
+    )  # fmt: skip
+    candidates = [{"id": int(r["trial_id"]), "spec": r["spec_json"]} for r in todo]
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"candidate": tune.grid_search(candidates), "save_weights": True},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=resources.max_concurrent,
+            trial_dirname_creator=lambda trial: f"promote-{trial.config['candidate']['id']}",
+        ),
+        run_config=tune.RunConfig(
+            name=f"promote-{fidelity}",
+            storage_path=config.storage.ray_path or str(run_dir / "ray"),
+            failure_config=tune.FailureConfig(max_failures=config.retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            verbose=0,
+        ),
+    )
+    by_id = {int(r["trial_id"]): r for r in todo}
+    for result in tuner.fit():
+        candidate = result.config["candidate"]
+        row = by_id[int(candidate["id"])]
+        metrics = json.loads(result.metrics["result_json"]) if result.metrics.get("result_json") else {}
+        status = result.metrics.get("status", "failed") if result.error is None else "failed"
+        error = result.metrics.get("error") or (str(result.error).splitlines()[0] if result.error else None)
+        folder = out / row["spec_hash"]
+        if status == "ok" and result.checkpoint is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            with result.checkpoint.as_directory() as saved, atomic_path(folder / MODEL_NAME) as tmp:
+                shutil.copy(Path(saved) / MODEL_NAME, tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "spec.json").write_text(ArchSpec.from_json(row["spec_json"]).to_json())
+        record = {
+            "spec_hash": row["spec_hash"], "name": row["name"], "trial_id": int(row["trial_id"]),
+            "fidelity": fidelity, "status": status, "error": error or None, "full": metrics,
+            "proxy": {k: _plain(row[k]) for k in ("miou", "objective", "flops", "params", "latency_ms", "fidelity")},
+        }  # fmt: skip
+        with atomic_path(folder / "metrics.json") as tmp:
+            tmp.write_text(json.dumps(_finite(record), indent=2))
+        log(f"promoted {row['name']} ({row['spec_hash'][:10]}): {status}, full mIoU {_fmt(metrics.get('miou'))}")
+
+
+def _summarise(chosen: pd.DataFrame, out: Path, run_dir: Path, fidelity: str) -> PromotionSummary:
+    from scipy.stats import kendalltau, spearmanr
+
+    rows = []
+    for _, r in chosen.iterrows():
+        path = out / r["spec_hash"] / "metrics.json"
+        record = json.loads(path.read_text()) if path.is_file() else {"status": "missing", "full": {}}
+        full = record.get("full") or {}
+        rows.append({
+            "spec_hash": r["spec_hash"], "name": r["name"], "trial_id": int(r["trial_id"]),
+            "status": record.get("status", "missing"), "fidelity": fidelity,
+            "proxy_miou": _plain(r["miou"]), "proxy_objective": _plain(r["objective"]),
+            "full_miou": _num(full.get("miou")), "full_pixel_accuracy": _num(full.get("pixel_accuracy")),
+            "flops": _plain(r["flops"]), "params": _plain(r["params"]),
+            "full_train_seconds": _num(full.get("train_seconds")),
+            "path": str((out / r["spec_hash"]).relative_to(run_dir)),
+        })  # fmt: skip
+    summary = PromotionSummary(rows)
+    ok = [r for r in rows if r["status"] == "ok" and r["full_miou"] is not None]
+    if len(ok) >= 2:
+        proxy, full = [r["proxy_miou"] for r in ok], [r["full_miou"] for r in ok]
+        summary.kendall_tau = float(kendalltau(proxy, full).statistic)
+        summary.spearman_rho = float(spearmanr(proxy, full).statistic)
+    with atomic_path(run_dir / PROMOTED_TABLE) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows), tmp)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(_finite({"fidelity": fidelity, "models": len(ok), "kendall_tau": summary.kendall_tau,
+                                           "spearman_rho": summary.spearman_rho}), indent=2))  # fmt: skip
+    return summary
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _num(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_finite(v) for v in data]
+    return None if isinstance(data, float) and not math.isfinite(data) else data
+
+
+def _fmt(value: Any) -> str:
+    value = _num(value)
+    return "-" if value is None else f"{value:.4f}"

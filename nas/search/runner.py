@@ -1,0 +1,349 @@
+"""Running a search on Ray Tune: the embedded local Ray, or a cluster with ``address``.
+
+`run_search` builds the `Search` (strategy, results table, state) for a run directory and hands
+its candidates to a Ray Tune `Tuner` through `ControllerSearcher`, a thin `Searcher` adapter
+(suggest = ask, on_trial_complete = record and tell). Tune schedules the trials on the workers
+(resources per trial, fractional GPUs, a concurrency cap, optional ASHA) and restarts a trial whose
+worker or node died (`FailureConfig`), from its last reported checkpoint.
+
+Resuming after the driver is killed does not rely on Tune's periodic experiment snapshot, which
+can lag the last finished trial: the run directory's table and state are written as each trial
+ends, and a resumed search starts a new Tune experiment fed by the restored `Search` (finished
+trials are not rerun; interrupted ones run again once).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nas.atomic import atomic_path
+from nas.config import ConfigError, to_dict
+from proxy_tasks.task import load_task
+from search_spaces import ArchSpec, SpecError
+
+from .base import Candidate, Controller
+from .config import SearchConfig, search_config_from_dict
+from .evolution import RegularizedEvolution
+from .nsga2 import NSGA2Search
+from .random_search import RandomSearch
+from .search import Outcome, Search
+from .store import TABLE_NAME
+from .tpe import TPESearch
+from .trainable import train_candidate
+
+CONFIG_NAME = "config.yaml"
+Log = Callable[[str], None]
+
+
+class SearchError(RuntimeError):
+    """A search that cannot start or go on (bad run directory, unreachable cluster); one line."""
+
+
+# ---------------------------------------------------------------------------------- building
+def resolve_spec(ref: str) -> ArchSpec:
+    from search_spaces import get_spec
+    from search_spaces.published import PUBLISHED
+
+    if ref in PUBLISHED:
+        return get_spec(ref)
+    path = Path(ref)
+    if not path.is_file():
+        raise ConfigError(f"{ref!r} is neither a published architecture nor a spec file")
+    try:
+        return ArchSpec.from_json(path.read_text())
+    except SpecError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def make_controller(config: SearchConfig, run_dir: Path) -> Controller:
+    space = config.space.build()
+    directions = config.objective.directions
+    strategy = config.strategy
+    if strategy.name == "random":
+        return RandomSearch(space, config.seed, directions)
+    if strategy.name == "evolution":
+        seeds = tuple(resolve_spec(r) for r in (*config.baselines, *strategy.seeds))
+        try:
+            return RegularizedEvolution(
+                space, config.seed, directions, strategy.population, strategy.sample_size, seeds, strategy.init
+            )
+        except (SpecError, ValueError) as exc:
+            raise ConfigError(f"strategy: {exc}") from None
+    storage = config.storage.optuna or str(run_dir / "optuna.journal")
+    if strategy.name == "tpe":
+        return TPESearch(space, config.seed, directions, storage=storage, study_name=config.name)
+    return NSGA2Search(
+        space, config.seed, directions, storage=storage, study_name=config.name, population=strategy.population
+    )
+
+
+def open_search(config: SearchConfig, run_dir: Path, on_change: Callable[[Search], None] | None = None) -> Search:
+    """The `Search` of ``run_dir`` (restored from its state when there is one)."""
+    baselines = tuple(resolve_spec(b) for b in config.baselines)
+    return Search(
+        run_dir,
+        make_controller(config, run_dir),
+        config.objective,
+        budget=config.budget.trials,
+        baselines=baselines,
+        fidelity=config.fidelity,
+        seed=config.seed,
+        max_duplicates=config.budget.max_duplicates,
+        on_change=on_change,
+    )
+
+
+def saved_config(run_dir: Path) -> SearchConfig:
+    """The config a run was started with (``RUN_DIR/config.yaml``)."""
+    path = run_dir / CONFIG_NAME
+    if not path.is_file():
+        raise SearchError(f"{run_dir}: nothing to resume (no {CONFIG_NAME}); start it with --config")
+    try:
+        return search_config_from_dict(yaml.safe_load(path.read_text()))
+    except (ConfigError, yaml.YAMLError) as exc:
+        raise SearchError(f"{path}: damaged run config ({' '.join(str(exc).split())})") from None
+
+
+def prepare_run_dir(config: SearchConfig | None, run_dir: Path, resume: bool) -> SearchConfig:
+    """Check the run directory and return the config to run; writes ``config.yaml`` for a new run."""
+    saved_path = run_dir / CONFIG_NAME
+    if resume:
+        saved = saved_config(run_dir)
+        if config is not None:
+            difference = _first_difference(to_dict(saved), to_dict(config), ignore={"budget"})
+            if difference:
+                raise SearchError(
+                    f"{run_dir}: the config differs from the run's own at {difference}; "
+                    "only the budget may change on resume"
+                )
+            saved = replace(saved, budget=config.budget)
+        return saved
+    if config is None:
+        raise SearchError("a new search needs --config")
+    if (run_dir / TABLE_NAME).exists() or saved_path.exists():
+        raise SearchError(f"{run_dir} already holds a search; use --resume to continue it or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(config, run_dir)
+    return config
+
+
+def write_config(config: SearchConfig, run_dir: Path) -> None:
+    with atomic_path(run_dir / CONFIG_NAME) as tmp:
+        tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def _first_difference(a: Any, b: Any, ignore: set[str], where: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if key in ignore and not where:
+                continue
+            found = _first_difference(a.get(key), b.get(key), ignore, f"{where}.{key}" if where else key)
+            if found:
+                return found
+        return None
+    return None if a == b else where
+
+
+# ---------------------------------------------------------------------------------- Ray Tune
+def _searcher_class():
+    """`ControllerSearcher`, defined on first use so that importing this module does not import Ray."""
+    from ray.tune.search import Searcher
+
+    class ControllerSearcher(Searcher):
+        """Tune's ask/tell hooks onto a `Search`: suggest = ask, on_trial_complete = record + tell."""
+
+        def __init__(self, search: Search, time_limit_s: float | None = None):
+            super().__init__()
+            self.search = search
+            self.time_limit_s = time_limit_s
+            self.started = time.monotonic()
+            self.trials: dict[str, Candidate] = {}
+
+        def suggest(self, trial_id: str):
+            if self.time_limit_s is not None and time.monotonic() - self.started > self.time_limit_s:
+                self.search.stopped = True
+            candidate = self.search.next_candidate()
+            if candidate is None:
+                return Searcher.FINISHED
+            self.trials[trial_id] = candidate
+            return {"candidate": {"id": candidate.id, "spec": candidate.spec.to_json(indent=None)}}
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            candidate = self.trials.pop(trial_id, None)
+            if candidate is not None:
+                self.search.record(candidate, outcome_from_result(result, error, trial_id))
+
+        def save(self, checkpoint_path: str) -> None:
+            self.search.save_state()  # the run directory holds the state; nothing else to keep
+
+        def restore(self, checkpoint_path: str) -> None:
+            pass
+
+    return ControllerSearcher
+
+
+def outcome_from_result(result: dict | None, error: bool, trial_id: str) -> Outcome:
+    result = result or {}
+    metrics = json.loads(result["result_json"]) if result.get("result_json") else dict(result)
+    common = {"node": result.get("node"), "device": result.get("device"), "started_at": result.get("started_at")}
+    if error:
+        return Outcome(metrics, "failed", "its worker or node was lost more often than the retries allow",
+                       tune_trial_id=trial_id, **common)  # fmt: skip
+    if not result.get("final"):  # stopped by the scheduler after an intermediate evaluation
+        return Outcome(metrics, "pruned", "stopped early by ASHA", tune_trial_id=trial_id, **common)
+    status = result.get("status", "failed")
+    return Outcome(metrics, status, result.get("error") or None, tune_trial_id=trial_id, **common)
+
+
+def connect_ray(config: SearchConfig, address: str | None, log: Log) -> None:
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        return
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+        except Exception as exc:  # ConnectionError, TimeoutError, RuntimeError depending on the failure
+            raise SearchError(
+                f"cannot reach the Ray cluster at {address}: {' '.join(str(exc).split())[:200]}"
+            ) from None
+        log(f"joined the Ray cluster at {address}: {ray.cluster_resources()}")
+        return
+    # The embedded default: a private local Ray listening on loopback only.
+    ray.init(
+        num_cpus=config.resources.ray_cpus,
+        num_gpus=config.resources.ray_gpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="WARNING",
+        _node_ip_address="127.0.0.1",
+    )
+    log(f"started a local Ray: {ray.cluster_resources()}")
+
+
+def run_search(
+    config: SearchConfig | None,
+    run_dir: str | Path,
+    *,
+    address: str | None = None,
+    resume: bool = False,
+    log: Log = print,
+) -> Search:
+    """Run (or resume) the search of ``run_dir`` to its budget; returns the finished `Search`."""
+    run_dir = Path(run_dir).resolve()
+    config = prepare_run_dir(config, run_dir, resume)
+    task = load_task(config.task, config.data_root)
+    task.fidelity(config.fidelity)  # fails early on a missing fidelity
+    progress = Progress(log)
+    search = open_search(config, run_dir, on_change=progress.update)
+    if search.finished:
+        log(f"{run_dir}: the budget of {config.budget.trials} trials is spent; nothing to do")
+        return search
+    log(f"search {config.name!r}: strategy {config.strategy.name}, budget {config.budget.trials} trials, "
+        f"task {task.name} at {config.fidelity} fidelity, run directory {run_dir}"
+        + (f" (resumed: {len(search.store)} rows, {len(search.rerun)} to run again)" if resume else ""))  # fmt: skip
+    connect_ray(config, address, log)
+    tune_search(search, config, task.to_dict(), run_dir)
+    progress.update(search, final=True)
+    return search
+
+
+def tune_search(search: Search, config: SearchConfig, task: dict[str, Any], run_dir: Path) -> None:
+    from ray import tune
+
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # failed trials report no mIoU
+    # Each reported checkpoint forces an experiment snapshot (num_to_keep=1); cheap at our trial rates.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    resources = config.resources
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            train_candidate, task=task, fidelity=config.fidelity, seed=config.seed,
+            threads=max(1, int(resources.cpus_per_trial)), gpus=resources.gpus_per_trial,
+        ),
+        {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial},
+    )  # fmt: skip
+    scheduler = None
+    if config.scheduler.asha:
+        from ray.tune.schedulers import ASHAScheduler
+
+        steps = load_task(config.task, config.data_root).fidelity(config.fidelity).steps
+        scheduler = ASHAScheduler(
+            time_attr="step", max_t=steps, grace_period=config.scheduler.grace_steps,
+            reduction_factor=config.scheduler.reduction_factor,
+        )  # fmt: skip
+    storage = config.storage.ray_path or str(run_dir / "ray")
+    session = f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
+    searcher = _searcher_class()(search, config.budget.time_limit_s)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            metric="miou" if scheduler else None,
+            mode="max" if scheduler else None,
+            num_samples=config.budget.trials * 100 + 1000,  # the searcher ends the search, not this
+            max_concurrent_trials=resources.max_concurrent,
+            trial_dirname_creator=lambda trial: f"candidate-{trial.config['candidate']['id']}",
+            trial_name_creator=lambda trial: f"candidate-{trial.config['candidate']['id']}",
+            reuse_actors=True,  # a new worker process per trial costs seconds of imports
+        ),
+        run_config=tune.RunConfig(
+            name=session,
+            storage_path=storage,
+            failure_config=tune.FailureConfig(max_failures=config.retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=0,
+        ),
+    )
+    tuner.fit()
+
+
+# ---------------------------------------------------------------------------------- progress
+class Progress:
+    """One line per finished trial: done / running / failed, best so far, elapsed, time left."""
+
+    def __init__(self, log: Log):
+        self.log = log
+        self.start = time.monotonic()
+        self.done_at_start: int | None = None
+
+    def update(self, search: Search, final: bool = False) -> None:
+        s = search.summary()
+        done = s["ok"] + s["failed"] + s["pruned"]
+        if self.done_at_start is None:
+            self.done_at_start = done - (0 if final else 1)
+        elapsed = time.monotonic() - self.start
+        finished_here = done - self.done_at_start
+        left = max(0, s["budget"] - done)
+        eta = elapsed / finished_here * left if finished_here and left else 0.0
+        best = s["best"]
+        best_text = f"best {best['objective']:.4f} ({best['name'] or best['spec_hash'][:10]})" if best else "best -"
+        self.log(
+            f"[{_clock(elapsed)}] {'finished: ' if final else ''}{done}/{s['budget']} trials done "
+            f"(ok {s['ok']}, failed {s['failed']}, pruned {s['pruned']}, duplicates {s['duplicate']}), "
+            f"running {s['running']}, {best_text}" + ("" if final or not left else f", about {_clock(eta)} left")
+        )
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
+
+
+def stderr_log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

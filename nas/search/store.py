@@ -1,0 +1,137 @@
+"""The results store: one Parquet table per run, one row per candidate, written atomically.
+
+The table is the run's ground truth: a resumed search trusts it over any other state, `nas show`
+and `analysis.load_run` read it, and pandas can read it while the search runs (every write
+replaces the file in one rename, so a reader sees the previous table or the new one).
+
+Statuses: ``ok`` (trained and evaluated), ``failed`` (raised, diverged, ran out of memory, or its
+worker was lost more often than the retries allow; ``error`` says which), ``pruned`` (stopped
+early by the scheduler; its metrics are the last evaluation's) and ``duplicate`` (its spec had
+already been evaluated in this search: not trained again, the first evaluation's metrics are
+copied and ``duplicate_of`` names that trial).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from nas.atomic import atomic_path
+
+TABLE_NAME = "trials.parquet"
+STATUSES = ("ok", "failed", "pruned", "duplicate")
+METRICS = (
+    "miou", "pixel_accuracy", "loss_final", "params", "flops", "latency_ms", "train_seconds", "eval_seconds",
+    "images_per_second", "peak_memory_mb", "steps",
+)  # fmt: skip
+
+SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.int64()),  # ask order within the search, from 0
+        ("spec_hash", pa.string()),
+        ("name", pa.string()),
+        ("spec_json", pa.string()),
+        ("strategy", pa.string()),  # random | evolution | tpe | nsga2
+        ("origin", pa.string()),  # baseline | seed | random | mutation | tpe | nsga2
+        ("parent_hashes", pa.list_(pa.string())),
+        ("mutation", pa.string()),  # JSON of the Mutation applied to the parent, or null
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("duplicate_of", pa.int64()),
+        ("objective", pa.float64()),  # the ranking score (see Objective.score); null when failed
+        ("miou", pa.float64()),
+        ("pixel_accuracy", pa.float64()),
+        ("loss_final", pa.float64()),
+        ("params", pa.int64()),
+        ("flops", pa.int64()),
+        ("latency_ms", pa.float64()),
+        ("train_seconds", pa.float64()),
+        ("eval_seconds", pa.float64()),
+        ("images_per_second", pa.float64()),
+        ("peak_memory_mb", pa.float64()),
+        ("steps", pa.int64()),
+        ("per_class_iou", pa.string()),  # JSON {class name: IoU}
+        ("history", pa.string()),  # JSON [{step, miou, loss}] per evaluation
+        ("fidelity", pa.string()),
+        ("seed", pa.int64()),
+        ("node", pa.string()),
+        ("device", pa.string()),
+        ("attempts", pa.int64()),  # times the candidate was started (driver resumes and worker retries)
+        ("tune_trial_id", pa.string()),
+        ("started_at", pa.timestamp("ms", tz="UTC")),
+        ("finished_at", pa.timestamp("ms", tz="UTC")),
+    ]
+)
+COLUMNS = tuple(SCHEMA.names)
+
+
+class StoreError(ValueError):
+    """A results table that cannot be read or a row that does not fit it."""
+
+
+class ResultsStore:
+    """Rows in memory, mirrored to ``RUN_DIR/trials.parquet`` after every change."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.rows: list[dict[str, Any]] = []
+        if self.path.exists():
+            self.rows = read_rows(self.path)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def append(self, row: dict[str, Any]) -> None:
+        unknown = set(row) - set(COLUMNS)
+        if unknown:
+            raise StoreError(f"unknown result columns: {', '.join(sorted(unknown))}")
+        if row.get("status") not in STATUSES:
+            raise StoreError(f"trial {row.get('trial_id')}: status {row.get('status')!r} not in {STATUSES}")
+        if any(r["trial_id"] == row["trial_id"] for r in self.rows):
+            raise StoreError(f"trial {row['trial_id']} is already recorded")
+        self.rows.append({c: row.get(c) for c in COLUMNS})
+        self.write()
+
+    def write(self) -> None:
+        write_rows(self.path, self.rows)
+
+    def by_trial(self) -> dict[int, dict[str, Any]]:
+        return {r["trial_id"]: r for r in self.rows}
+
+    def first_by_hash(self) -> dict[str, dict[str, Any]]:
+        """The first trained (non-duplicate) row of every spec hash."""
+        found: dict[str, dict[str, Any]] = {}
+        for r in self.rows:
+            if r["status"] != "duplicate":
+                found.setdefault(r["spec_hash"], r)
+        return found
+
+
+def write_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    try:
+        table = pa.Table.from_pylist([{c: r.get(c) for c in COLUMNS} for r in rows], schema=SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+        raise StoreError(f"a result row does not fit the table: {exc}") from None
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    return read_table(path).to_pylist()
+
+
+def read_table(path: str | Path) -> pa.Table:
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise StoreError(f"{path}: no results table") from None
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise StoreError(f"{path}: unreadable results table ({str(exc).splitlines()[0]})") from None
+    missing = set(COLUMNS) - set(table.column_names)
+    if missing:
+        raise StoreError(f"{path}: not a results table (missing columns {', '.join(sorted(missing))})")
+    return table

@@ -1,0 +1,105 @@
+"""The function Ray Tune runs on a worker: train one candidate with `run_trial` and report.
+
+It knows nothing about the strategy or the search: it gets a spec, a task, a fidelity and a seed.
+Intermediate evaluations are reported with the trial's checkpoint, so a scheduler (ASHA) can stop
+a bad candidate and Tune can restart a candidate whose worker or node died from its last
+evaluation instead of from scratch. Python errors, divergence and out-of-memory are reported as a
+final ``failed`` result with the reason (retrying them would fail the same way); only a lost
+worker or node makes Tune retry.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import tempfile
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nas.checkpoint import save_model
+from proxy_tasks.task import task_from_dict
+from proxy_tasks.trial import CHECKPOINT_NAME, run_trial
+from search_spaces import ArchSpec
+
+MODEL_NAME = "model.pt"
+
+
+def node_name() -> str:
+    try:
+        import ray.util
+
+        ip = ray.util.get_node_ip_address()
+    except Exception:  # outside Ray
+        ip = "local"
+    return f"{socket.gethostname()} ({ip})"
+
+
+def train_candidate(
+    config: dict[str, Any], task: dict[str, Any], fidelity: str, seed: int, threads: int, gpus: float
+) -> None:
+    from ray import tune
+
+    started = time.time()
+    spec = ArchSpec.from_json(config["candidate"]["spec"])
+    task_config = task_from_dict(task)
+    device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+    torch.set_num_threads(max(1, threads))
+    if device == "cpu" and task_config.workers is None:
+        # Loader processes would compete with the trials packed onto this node's cores.
+        task_config = replace(task_config, workers=0)
+    save_weights = bool(config.get("save_weights"))
+    base = {"node": node_name(), "device": device, "started_at": started}
+
+    with tempfile.TemporaryDirectory(prefix="nas-trial-") as work:
+        work_dir = Path(work)
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:  # a retry after a lost worker: continue from the last evaluation
+            with checkpoint.as_directory() as saved:
+                state = Path(saved) / CHECKPOINT_NAME
+                if state.is_file():
+                    shutil.copy(state, work_dir / CHECKPOINT_NAME)
+
+        def report(metrics: dict[str, Any]) -> bool:
+            tune.report(
+                {**base, **_scalars(metrics), "final": False},
+                checkpoint=tune.Checkpoint.from_directory(work),
+            )
+            return False  # stopping is the scheduler's job: Tune stops the trial itself
+
+        def keep_weights(model: torch.nn.Module) -> None:
+            if save_weights:
+                save_model(work_dir / "out" / MODEL_NAME, model)
+
+        try:
+            result = run_trial(
+                spec, task_config, fidelity, seed=seed, device=device, report=report, checkpoint_dir=work,
+                on_trained=keep_weights,
+            )  # fmt: skip
+        except Exception as exc:  # recorded as failed with its reason; the search goes on
+            message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
+            tune.report({**base, "final": True, "status": "failed", "error": message,
+                         "traceback": traceback.format_exc(limit=8), "miou": float("nan"), "step": 0})  # fmt: skip
+            return
+        metrics = result.to_dict()
+        status = {"ok": "ok", "pruned": "pruned"}.get(result.status, "failed")
+        final = {
+            **base,
+            **_scalars(metrics),
+            "final": True,
+            "status": status,
+            "error": result.error or "",
+            "step": result.steps,
+            "result_json": json.dumps(metrics),
+        }
+        out = work_dir / "out"
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(out) if save_weights and out.is_dir() else None)
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}

@@ -1,0 +1,260 @@
+"""The search engine without Ray: strategies, deduplication, seeding, the results table and resume."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pandas as pd
+import pytest
+
+from nas.search import (
+    STRATEGIES,
+    Objective,
+    Outcome,
+    RandomSearch,
+    RegularizedEvolution,
+    Search,
+    TPESearch,
+    evaluate_in_process,
+    pareto_front,
+)
+from nas.search.encoding import decode, distributions, repair_levels
+from nas.search.search import SearchStateError
+from nas.search.store import StoreError, read_rows
+from search_spaces import SearchSpace, get_spec, sample
+
+SPACE = SearchSpace()
+TARGET = sample(SPACE, 12345)
+
+
+def likeness(spec) -> float:
+    """A cheap deterministic objective over specs: block-by-block agreement with a hidden target."""
+    pairs = list(zip(spec.blocks, TARGET.blocks))
+    same = sum((a.level == b.level) + (a.dilation == b.dilation) + (a.type == b.type) for a, b in pairs)
+    return same / (3 * len(TARGET.blocks))
+
+
+def evaluate(candidate) -> Outcome:
+    return Outcome({"miou": likeness(candidate.spec), "flops": 1e9 + 1e8 * len(candidate.spec.blocks)})
+
+
+def run(tmp_path, controller, budget, baselines=(), name="run") -> Search:
+    return evaluate_in_process(Search(tmp_path / name, controller, Objective(), budget, baselines), evaluate)
+
+
+def test_evolution_beats_random_at_equal_budget_over_seeds(tmp_path) -> None:
+    seed_spec = get_spec("deeplabv3-resnet50")
+    best = {"random": [], "evolution": []}
+    for seed in range(4):
+        evolution = RegularizedEvolution(SPACE, seed, population=10, sample_size=5, seeds=(seed_spec,))
+        best["evolution"].append(run(tmp_path, evolution, 120, name=f"e{seed}").summary()["best"]["objective"])
+        best["random"].append(
+            run(tmp_path, RandomSearch(SPACE, seed), 120, name=f"r{seed}").summary()["best"]["objective"]
+        )
+    assert statistics.mean(best["evolution"]) > statistics.mean(best["random"]) + 0.05, best
+    assert sum(e > r for e, r in zip(best["evolution"], best["random"])) >= 3, best
+
+
+@pytest.mark.parametrize("strategy", ["random", "evolution", "tpe"])
+def test_the_same_seed_reproduces_the_sequence_of_candidates(tmp_path, strategy) -> None:
+    def hashes(seed, name):
+        controller = STRATEGIES[strategy](SPACE, seed)
+        trials = run(tmp_path, controller, 12, name=name).store.rows
+        return [r["spec_hash"] for r in trials]
+
+    assert hashes(3, "a") == hashes(3, "b")
+    assert hashes(3, "a") != hashes(4, "c")
+
+
+def test_evolution_starts_from_its_seeds_and_records_lineage(tmp_path) -> None:
+    seed_spec = get_spec("deeplabv3-resnet50")
+    search = run(tmp_path, RegularizedEvolution(SPACE, 0, population=4, sample_size=2, seeds=(seed_spec,)), 12)
+    rows = search.store.rows
+    assert rows[0]["spec_hash"] == seed_spec.hash and rows[0]["origin"] == "seed"
+    children = [r for r in rows if r["origin"] == "mutation"]
+    assert len(children) >= 8
+    recorded = {r["spec_hash"] for r in rows}
+    for child in children:
+        assert child["parent_hashes"][0] in recorded  # a parent is always an evaluated candidate
+        assert json.loads(child["mutation"])["kind"] in {
+            "swap_levels", "rewire", "dilation", "type", "shift_level", "move_output", "add_parent", "drop_parent",
+        }  # fmt: skip
+
+
+class Repeating(RandomSearch):
+    """Proposes only three distinct specs, over and over."""
+
+    name = "random"
+
+    def ask(self, candidate_id):
+        candidate = super().ask(candidate_id)
+        spec = sample(SPACE, candidate_id % 3)
+        return type(candidate)(candidate_id, spec, "random")
+
+
+def test_a_duplicate_is_never_trained_again_and_reuses_the_recorded_result(tmp_path) -> None:
+    trained = []
+
+    def counting(candidate):
+        trained.append(candidate.spec.hash)
+        return evaluate(candidate)
+
+    search = Search(tmp_path / "run", Repeating(SPACE, 0), Objective(), budget=5, max_duplicates=10)
+    evaluate_in_process(search, counting)
+    rows = pd.DataFrame(search.store.rows)
+    assert len(trained) == len(set(trained)) == 3  # each distinct spec trained once
+    dups = rows[rows["status"] == "duplicate"]
+    assert len(dups) == 10 and search.exhausted  # gave up after 10 duplicates in a row
+    first = rows[rows["status"] == "ok"].set_index("spec_hash")
+    for _, dup in dups.iterrows():
+        original = rows[rows["trial_id"] == dup["duplicate_of"]].iloc[0]
+        assert original["spec_hash"] == dup["spec_hash"]
+        assert dup["miou"] == first.loc[dup["spec_hash"], "miou"]
+
+
+def test_a_duplicate_of_a_running_candidate_waits_for_its_result(tmp_path) -> None:
+    search = Search(tmp_path / "run", Repeating(SPACE, 0), Objective(), budget=4, max_duplicates=2)
+    running = [search.next_candidate() for _ in range(3)]  # three distinct specs in flight
+    assert search.next_candidate() is None  # the next two asks are twins of running ones: parked, not trained
+    assert [c.spec.hash for c in search.parked] == [running[0].spec.hash, running[1].spec.hash]
+    search.record(running[0], evaluate(running[0]))
+    rows = search.store.rows
+    assert [r["status"] for r in rows] == ["ok", "duplicate"]
+    assert rows[1]["duplicate_of"] == running[0].id and rows[1]["miou"] == rows[0]["miou"]
+
+
+def test_failed_candidates_are_recorded_with_their_reason_and_the_search_goes_on(tmp_path) -> None:
+    def flaky(candidate):
+        if candidate.id % 2:
+            return Outcome({"miou": float("nan")}, status="failed", error="diverged: loss became nan at step 3")
+        return evaluate(candidate)
+
+    search = evaluate_in_process(Search(tmp_path / "run", RandomSearch(SPACE, 0), Objective(), 6), flaky)
+    rows = search.store.rows
+    assert len(rows) == 6
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) == 3 and all("diverged" in r["error"] and r["objective"] is None for r in failed)
+    assert search.summary()["best"]["status"] == "ok"
+
+
+def test_baselines_are_trained_first_as_reference_points(tmp_path) -> None:
+    baseline = get_spec("deeplabv3-resnet50")
+    search = run(tmp_path, RandomSearch(SPACE, 0), 4, baselines=(baseline,))
+    assert search.store.rows[0]["origin"] == "baseline" and search.store.rows[0]["spec_hash"] == baseline.hash
+    assert len(search.store.rows) == 4  # the baseline counts against the budget
+
+
+def test_the_table_is_readable_with_pandas_and_has_one_row_per_trial(tmp_path) -> None:
+    search = run(tmp_path, RandomSearch(SPACE, 0), 5, baselines=(get_spec("spinenet-49"),))
+    table = pd.read_parquet(tmp_path / "run" / "trials.parquet")
+    assert list(table["trial_id"]) == [0, 1, 2, 3, 4]
+    assert table["spec_hash"].is_unique and (table["status"] == "ok").all()
+    assert table["finished_at"].dt.tz is not None and (table["finished_at"] >= table["started_at"]).all()
+    assert table.loc[0, "name"] == "spinenet-49" and table["strategy"].eq("random").all()
+    assert len(search.store) == 5
+
+
+def test_the_store_refuses_a_second_row_for_a_trial_and_bad_statuses(tmp_path) -> None:
+    search = run(tmp_path, RandomSearch(SPACE, 0), 2)
+    with pytest.raises(StoreError, match="trial 0 is already recorded"):
+        search.store.append(dict(search.store.rows[0]))
+    with pytest.raises(StoreError, match="status 'great'"):
+        search.store.append({**search.store.rows[0], "trial_id": 9, "status": "great"})
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(StoreError, match=r"bad\.parquet: unreadable results table"):
+        read_rows(tmp_path / "bad.parquet")
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "tpe"])
+def test_resume_after_a_crash_reruns_interrupted_candidates_once_and_continues_the_state(tmp_path, strategy) -> None:
+    def make(run_dir):
+        kwargs = {"storage": run_dir / "optuna.journal"} if strategy == "tpe" else {}
+        if strategy == "evolution":
+            kwargs.update(population=4, sample_size=2)
+        (run_dir).mkdir(exist_ok=True)
+        return Search(run_dir, STRATEGIES[strategy](SPACE, 7, **kwargs), Objective(), budget=10)
+
+    # Reference: the uninterrupted search, one candidate at a time.
+    reference = evaluate_in_process(make(tmp_path / "ref"), evaluate)
+    ref_hashes = [r["spec_hash"] for r in reference.store.rows]
+
+    # Crash: 4 candidates recorded, a 5th in flight, then the driver dies (objects dropped, no cleanup).
+    crashed = make(tmp_path / "run")
+    for _ in range(4):
+        c = crashed.next_candidate()
+        crashed.record(c, evaluate(c))
+    in_flight = crashed.next_candidate()
+    del crashed
+
+    resumed = make(tmp_path / "run")
+    assert [c.id for c in resumed.rerun] == [in_flight.id]
+    evaluate_in_process(resumed, evaluate)
+    rows = resumed.store.rows
+    assert sorted(r["trial_id"] for r in rows) == list(range(10))  # every trial once
+    assert [r["spec_hash"] for r in sorted(rows, key=lambda r: r["trial_id"])] == ref_hashes  # same sequence
+    assert next(r for r in rows if r["trial_id"] == in_flight.id)["attempts"] == 2
+
+
+def test_resume_replays_the_tell_a_crash_interrupted(tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    search = Search(run_dir, RegularizedEvolution(SPACE, 0, population=4, sample_size=2), Objective(), budget=6)
+    candidate = search.next_candidate()
+    search.store.append({**search._identity(candidate), "status": "ok", "miou": 0.5, "objective": 0.5})
+    del search  # the row was written, the controller never told and the state not saved
+
+    resumed = Search(run_dir, RegularizedEvolution(SPACE, 0, population=4, sample_size=2), Objective(), budget=6)
+    assert resumed.rerun == [] and len(resumed.controller.population) == 1
+    assert resumed.controller.population[0][1] == 0.5
+
+
+def test_resume_with_another_strategy_or_a_damaged_state_is_refused(tmp_path) -> None:
+    run(tmp_path, RandomSearch(SPACE, 0), 2)
+    with pytest.raises(SearchStateError, match=r"searched with 'random'.*--strategy random"):
+        Search(tmp_path / "run", RegularizedEvolution(SPACE, 0, population=4, sample_size=2), Objective(), 4)
+    (tmp_path / "run" / "search_state.json").write_text("{not json")
+    with pytest.raises(SearchStateError, match=r"search_state\.json: unreadable search state"):
+        Search(tmp_path / "run", RandomSearch(SPACE, 0), Objective(), 4)
+
+
+@pytest.mark.parametrize("storage", ["journal", "sqlite"])
+def test_tpe_tells_optuna_and_fails_orphaned_study_trials_on_resume(tmp_path, storage) -> None:
+    storage = tmp_path / "optuna.journal" if storage == "journal" else f"sqlite:///{tmp_path}/optuna.db"
+    search = Search(tmp_path / "run", TPESearch(SPACE, 0, storage=storage), Objective(), budget=5)
+    for _ in range(3):
+        c = search.next_candidate()
+        search.record(c, evaluate(c))
+    search.controller.study.ask()  # a study trial the driver started but never saved (killed in between)
+    del search
+    resumed = Search(tmp_path / "run", TPESearch(SPACE, 0, storage=storage), Objective(), budget=5)
+    states = [t.state.name for t in resumed.controller.study.trials]
+    assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "FAIL"]
+    values = [t.value for t in resumed.controller.study.trials[:3]]
+    assert values == [r["miou"] for r in resumed.store.rows]
+
+
+def test_the_encoding_decodes_every_parameter_set_to_a_valid_spec_of_the_space() -> None:
+    import random
+
+    dists = distributions(SPACE)
+    assert len(dists) == 5 * SPACE.num_blocks
+    rng = random.Random(0)
+    for _ in range(50):
+        params = {}
+        for name, dist in dists.items():
+            params[name] = rng.choice(dist.choices) if hasattr(dist, "choices") else rng.randint(dist.low, dist.high)
+        spec = decode(SPACE, params)
+        assert SPACE.contains(spec)
+        assert {b.level for b in spec.blocks if b.output} == set(SPACE.output_levels)
+    assert repair_levels(SPACE, [2] * 16)[-5:] == [7, 6, 5, 4, 3]  # missing output levels take the last blocks
+
+
+def test_objectives_and_the_pareto_front() -> None:
+    m = {"miou": 0.5, "flops": 2e9}
+    assert Objective("miou").values(m) == (0.5,)
+    assert Objective("pareto").values(m) == (0.5, 2e9)
+    reward = Objective("constrained", target=1e9, weight=-0.07).values(m)[0]
+    assert reward == pytest.approx(0.5 * 2**-0.07)
+    assert Objective("miou").values({"miou": float("nan")}) is None
+    points = [(0.5, 10), (0.6, 20), (0.4, 5), (0.45, 12), (0.6, 25)]
+    assert pareto_front(points) == [0, 1, 2]
