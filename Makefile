@@ -27,7 +27,7 @@ $(STAMP): setup.cfg pyproject.toml
 	else \
 		$(PIP) install -q "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS); \
 	fi
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,export]"
 	touch $(STAMP)
 
 lint: install

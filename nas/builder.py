@@ -35,7 +35,10 @@ from .layers import (
 
 
 def level_size(height: int, width: int, level: int) -> tuple[int, int]:
-    return -(-height // 2**level), -(-width // 2**level)
+    # ceil(h / 2**L) written with floor division of non-negatives: ONNX's integer division
+    # truncates toward zero, so the -(-h // s) idiom would export as a floor.
+    stride = 2**level
+    return (height + stride - 1) // stride, (width + stride - 1) // stride
 
 
 class ChainNode(nn.Module):

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from analysis.report import add_report_parser
+from nas.export import add_export_parser
 from search_spaces import SearchSpace, SpecError, get_spec, mutate, published_names, sample
 from search_spaces.published import PUBLISHED
 from search_spaces.spec import DEFAULT_DILATIONS, ArchSpec, Head
@@ -469,6 +471,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else a private local Ray)")
     p.set_defaults(func=cmd_promote)
+
+    add_export_parser(sub)
+    add_report_parser(sub)
 
     task = sub.add_parser("task", help="built-in tasks").add_subparsers(dest="task_command", required=True)
     p = task.add_parser("list", help="list the built-in tasks")

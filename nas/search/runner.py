@@ -168,6 +168,7 @@ def _searcher_class():
             self.time_limit_s = time_limit_s
             self.started = time.monotonic()
             self.trials: dict[str, Candidate] = {}
+            self.retries: dict[str, int] = {}  # Tune trial id -> restarts after a lost worker or node
 
         def suggest(self, trial_id: str):
             if self.time_limit_s is not None and time.monotonic() - self.started > self.time_limit_s:
@@ -181,6 +182,7 @@ def _searcher_class():
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             candidate = self.trials.pop(trial_id, None)
             if candidate is not None:
+                self.search.attempts[candidate.id] += self.retries.pop(trial_id, 0)
                 self.search.record(candidate, outcome_from_result(result, error, trial_id))
 
         def save(self, checkpoint_path: str) -> None:
@@ -190,6 +192,17 @@ def _searcher_class():
             pass
 
     return ControllerSearcher
+
+
+def _retry_counter(searcher):
+    """A Tune callback counting each trial's restarts into ``searcher.retries`` (the `attempts` column)."""
+    from ray.tune import Callback
+
+    class RetryCounter(Callback):
+        def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+            searcher.retries[trial.trial_id] = searcher.retries.get(trial.trial_id, 0) + 1
+
+    return RetryCounter()
 
 
 def outcome_from_result(result: dict | None, error: bool, trial_id: str) -> Outcome:
@@ -208,10 +221,16 @@ def outcome_from_result(result: dict | None, error: bool, trial_id: str) -> Outc
 def connect_ray(config: SearchConfig, address: str | None, log: Log) -> None:
     import ray
 
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # failed trials report no mIoU
+    # Each reported checkpoint forces an experiment snapshot (num_to_keep=1); cheap at our trial rates.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
+
     address = address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         return
     if address:
+        _probe(address)
         try:
             ray.init(address=address, log_to_driver=False, logging_level="WARNING")
         except Exception as exc:  # ConnectionError, TimeoutError, RuntimeError depending on the failure
@@ -220,16 +239,30 @@ def connect_ray(config: SearchConfig, address: str | None, log: Log) -> None:
             ) from None
         log(f"joined the Ray cluster at {address}: {ray.cluster_resources()}")
         return
-    # The embedded default: a private local Ray listening on loopback only.
+    # The embedded default: a private local Ray for this search, without the dashboard. Ray 2.60
+    # binds its servers to the node's address (it maps 127.0.0.1 to it) and guards them with its
+    # token authentication, on by default; a loopback-only binding cannot be asked of ray.init.
     ray.init(
         num_cpus=config.resources.ray_cpus,
         num_gpus=config.resources.ray_gpus,
         include_dashboard=False,
         log_to_driver=False,
         logging_level="WARNING",
-        _node_ip_address="127.0.0.1",
     )
     log(f"started a local Ray: {ray.cluster_resources()}")
+
+
+def _probe(address: str, timeout_s: float = 10.0) -> None:
+    """Fail fast on a HOST:PORT nobody listens on: ray.init keeps retrying such an address for minutes."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # "auto", ray:// client addresses: left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise SearchError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
 def run_search(
@@ -262,9 +295,6 @@ def run_search(
 def tune_search(search: Search, config: SearchConfig, task: dict[str, Any], run_dir: Path) -> None:
     from ray import tune
 
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # failed trials report no mIoU
-    # Each reported checkpoint forces an experiment snapshot (num_to_keep=1); cheap at our trial rates.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     resources = config.resources
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -303,6 +333,7 @@ def tune_search(search: Search, config: SearchConfig, task: dict[str, Any], run_
             storage_path=storage,
             failure_config=tune.FailureConfig(max_failures=config.retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[_retry_counter(searcher)],
             verbose=0,
         ),
     )

@@ -1,0 +1,476 @@
+"""A search run as pandas DataFrames: ``load_run(RUN_DIR)`` for notebooks and reports.
+
+A run directory holds ``config.yaml``, ``trials.parquet`` (one row per candidate, see
+`nas.search.store`) and, after ``nas promote``, ``promoted.parquet``, ``promoted/<hash>/`` and
+``promoted/summary.json``. Every path is taken relative to the directory, so a run that was moved
+or renamed loads the same; a run still in progress loads too (see `load_run`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from nas.search.leaderboard import leaderboard as rank_trials
+from nas.search.objective import COSTS, pareto_front
+from nas.search.store import COLUMNS as TRIAL_COLUMNS
+from nas.search.store import STATUSES, TABLE_NAME
+from search_spaces import ArchSpec, SpecError
+
+CONFIG_NAME = "config.yaml"
+PROMOTED_TABLE = "promoted.parquet"
+PROMOTED_DIR = "promoted"
+SUMMARY_NAME = "summary.json"
+PROMOTED_COLUMNS = {
+    "spec_hash": "object", "name": "object", "trial_id": "Int64", "status": "object", "fidelity": "object",
+    "proxy_miou": "float64", "proxy_objective": "float64", "full_miou": "float64", "full_pixel_accuracy": "float64",
+    "flops": "Int64", "params": "Int64", "full_train_seconds": "float64", "path": "object",
+}  # fmt: skip
+# Reference points on the Pareto axes besides the run's own baselines: the two families the search
+# space contains (DeepLabv3 with a dilated ResNet, and SpineNet).
+REFERENCE_NAMES = ("deeplabv3-resnet50", "spinenet-49")
+LEADERBOARD_COLUMNS = ["trial_id", "name", "spec_hash", "strategy", "origin", "status", "objective", "miou", "flops",
+                       "latency_ms", "params", "train_seconds", "attempts"]  # fmt: skip
+BEST_COLUMNS = ["run", "strategy", "trial", "trial_id", "name", "status", "objective", "best"]
+LINEAGE_COLUMNS = ["step", "trial_id", "name", "spec_hash", "origin", "mutation", "mutation_block", "mutation_args",
+                   "objective", "miou", "status"]  # fmt: skip
+REFERENCE_COLUMNS = ["name", "spec_hash", "trained", "trial_id", "miou", "cost", "note"]
+
+
+class RunError(ValueError):
+    """A run directory that cannot be read, or a question it cannot answer; one line naming the file."""
+
+
+@dataclass(eq=False)  # field-wise == on DataFrames has no single truth value: runs compare by identity
+class Run:
+    """One search run: its tables as DataFrames, read once (a snapshot; `reload` reads again)."""
+
+    path: Path
+    trials: pd.DataFrame
+    promoted: pd.DataFrame
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------------------ basics
+    @property
+    def name(self) -> str:
+        """The directory's name: two runs of one config (say evolution and random) stay apart."""
+        return self.path.name
+
+    @property
+    def fidelity(self) -> str | None:
+        """The fidelity the candidates were trained at (the table's, else the config's)."""
+        known = self.trials["fidelity"].dropna()
+        return str(known.iloc[0]) if len(known) else self.config.get("fidelity")
+
+    @property
+    def objective_kind(self) -> str:
+        return str((self.config.get("objective") or {}).get("kind", "miou"))
+
+    def reload(self) -> Run:
+        return load_run(self.path)
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{s} {int((self.trials['status'] == s).sum())}" for s in STATUSES)
+        strategies = "/".join(sorted(self.trials["strategy"].dropna().unique())) or "-"
+        return (
+            f"Run({str(self.path)!r}: {self.config.get('name', '-')}, {strategies}, {len(self.trials)} trials "
+            f"({counts}), {len(self.promoted)} promoted)"
+        )
+
+    def ok(self) -> pd.DataFrame:
+        """Trained candidates with a usable mIoU (duplicates, failures and pruned ones left out)."""
+        ok = self.trials[(self.trials["status"] == "ok") & self.trials["miou"].notna()]
+        return ok.reset_index(drop=True)
+
+    # ------------------------------------------------------------------------------ rankings
+    def leaderboard(self, top: int | None = None, all_columns: bool = False) -> pd.DataFrame:
+        """Trained candidates by objective, best first, failed ones last (as `nas show`)."""
+        board = rank_trials(self.trials, top).reset_index(drop=True)
+        if all_columns:
+            return board
+        return board[LEADERBOARD_COLUMNS]
+
+    def pareto(self, cost: str = "flops") -> pd.DataFrame:
+        """The candidates on the front of mIoU (up) against ``cost`` (down), cheapest first."""
+        candidates = self.candidates(cost)
+        front = pareto_front(list(zip(candidates["miou"], candidates[cost])))
+        return candidates.iloc[front].sort_values([cost, "trial_id"], ignore_index=True)
+
+    def candidates(self, cost: str = "flops") -> pd.DataFrame:
+        """`ok` candidates with a positive ``cost`` (the points of a Pareto plot)."""
+        if cost not in COSTS:
+            raise RunError(f"cost must be one of {', '.join(COSTS)}, got {cost!r}")
+        ok = self.ok()
+        return ok[pd.to_numeric(ok[cost], errors="coerce") > 0].reset_index(drop=True)
+
+    def best_so_far(self) -> pd.DataFrame:
+        """Per strategy: the best objective after each trained trial (``trial`` counts from 1).
+
+        Trials count in the order they finished (``finished_at``, then trial id), which is what the
+        search knew at each point; duplicates are left out (they cost nothing), failed and pruned
+        ones count (they used budget) and keep the best so far.
+        """
+        trained = self.trials[self.trials["status"] != "duplicate"]
+        trained = trained.sort_values(["finished_at", "trial_id"], na_position="last", kind="stable")
+        parts = []
+        for strategy, group in trained.groupby("strategy", sort=True, dropna=False):
+            part = group[["trial_id", "name", "status", "objective"]].reset_index(drop=True)
+            part.insert(0, "trial", range(1, len(part) + 1))
+            part.insert(0, "strategy", strategy)
+            part.insert(0, "run", self.name)
+            part["best"] = part["objective"].cummax().ffill()  # a failed trial keeps the best so far
+            parts.append(part)
+        if not parts:
+            return pd.DataFrame(columns=BEST_COLUMNS)
+        return pd.concat(parts, ignore_index=True)[BEST_COLUMNS]
+
+    # ------------------------------------------------------------------------------ candidates
+    def row(self, ref: int | str) -> pd.Series:
+        """One trial by id (int), spec hash, unique hash prefix, or name.
+
+        A hash names the trial that trained it (not a later duplicate of it).
+        """
+        trials = self.trials
+        if isinstance(ref, bool) or not (isinstance(ref, str) or hasattr(ref, "__index__")):  # ints, numpy ints
+            raise RunError(f"{self.path}: a trial is named by its id, spec hash or name, got {ref!r}")
+        if not isinstance(ref, str):
+            match = trials[trials["trial_id"] == int(ref)]
+        else:
+            match = trials[trials["spec_hash"] == ref]
+            if match.empty and len(ref) >= 4:
+                prefixed = trials[trials["spec_hash"].str.startswith(ref, na=False)]
+                if prefixed["spec_hash"].nunique() > 1:
+                    raise RunError(f"{self.path}: hash prefix {ref!r} is ambiguous; give more characters")
+                match = prefixed
+            if match.empty:
+                match = trials[trials["name"] == ref]
+        if match.empty:
+            raise RunError(f"{self.path / TABLE_NAME}: no trial {ref!r} (give a trial id, a spec hash or a name)")
+        trained = match[match["status"] != "duplicate"]
+        return (trained if len(trained) else match).iloc[0]
+
+    def spec(self, ref: int | str) -> ArchSpec:
+        """The architecture of a trial (as searched, before the fidelity's width scaling)."""
+        row = self.row(ref)
+        try:
+            return ArchSpec.from_json(row["spec_json"])
+        except SpecError as exc:
+            raise RunError(f"{self.path / TABLE_NAME}: trial {row['trial_id']} has a bad spec ({exc})") from None
+
+    def lineage(self, ref: int | str) -> pd.DataFrame:
+        """The chain of ancestors of a trial, oldest first (step 0 is a seed, baseline or random draw).
+
+        Each row is one candidate and ``mutation`` (kind, block, args) is the edit that made it
+        from the row above. Only the first parent is followed; `lineage_graph` has them all. A
+        parent missing from the table (a run started from another's specs) ends the chain with a
+        row whose origin is ``not in this run``.
+        """
+        row = self.row(ref)
+        chain, seen = [_lineage_record(row)], {row["spec_hash"]}
+        # The asked-for row's own parents first (a duplicate was asked from its own parent).
+        while (parents := _hashes(row)) and parents[0] not in seen:
+            seen.add(parents[0])
+            row = self._trained(parents[0])
+            chain.append(_lineage_record(row) if row is not None else _missing_record(parents[0]))
+        chain.reverse()
+        for step, record in enumerate(chain):
+            record["step"] = step
+        return pd.DataFrame(chain, columns=LINEAGE_COLUMNS).astype({"trial_id": "Int64", "mutation_block": "Int64"})
+
+    def lineage_graph(self, ref: int | str) -> nx.DiGraph:
+        """Every ancestor of a trial: nodes are spec hashes (with the trial's fields), edges run
+        parent -> child and carry the mutation (``kind`` "crossover" when none was recorded)."""
+        target = self.row(ref)
+        graph = nx.DiGraph()
+        todo = [target]
+        graph.add_node(target["spec_hash"], **_lineage_record(target), target=True)
+        while todo:
+            child = todo.pop()
+            mutation = _mutation(child.get("mutation"))
+            for parent_hash in _hashes(child):
+                if parent_hash not in graph:
+                    parent = self._trained(parent_hash)
+                    record = _lineage_record(parent) if parent is not None else _missing_record(parent_hash)
+                    graph.add_node(parent_hash, **record, target=False)
+                    if parent is not None:
+                        todo.append(parent)
+                edge = {**mutation, "kind": mutation.get("kind") or "crossover"}
+                graph.add_edge(parent_hash, child["spec_hash"], **edge)
+        return graph
+
+    def _trained(self, spec_hash: str) -> pd.Series | None:
+        """The row that trained ``spec_hash`` (the first non-duplicate), or None if not in the table."""
+        rows = self.trials[self.trials["spec_hash"] == spec_hash]
+        trained = rows[rows["status"] != "duplicate"]
+        rows = trained if len(trained) else rows
+        return rows.iloc[0] if len(rows) else None
+
+    # ------------------------------------------------------------------------------ promoted
+    def promoted_dir(self, spec_hash: str) -> Path:
+        return self.path / PROMOTED_DIR / spec_hash
+
+    def promoted_metrics(self, spec_hash: str) -> dict[str, Any]:
+        """``promoted/<hash>/metrics.json`` ({} when the model was not promoted or it is unreadable)."""
+        path = self.promoted_dir(spec_hash) / "metrics.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def rank_correlation(self) -> tuple[float, float, int]:
+        """Kendall tau and Spearman rho between proxy and full mIoU of the promoted models (NaN
+        below two models) and how many models they cover."""
+        from scipy.stats import kendalltau, spearmanr
+
+        pairs = self.promoted_pairs()
+        if len(pairs) < 2:
+            return math.nan, math.nan, len(pairs)
+        tau = kendalltau(pairs["proxy_miou"], pairs["full_miou"]).statistic
+        rho = spearmanr(pairs["proxy_miou"], pairs["full_miou"]).statistic
+        return float(tau), float(rho), len(pairs)
+
+    def promoted_pairs(self) -> pd.DataFrame:
+        """Promoted models trained successfully at both fidelities."""
+        p = self.promoted
+        return p[(p["status"] == "ok") & p["proxy_miou"].notna() & p["full_miou"].notna()].reset_index(drop=True)
+
+    # ------------------------------------------------------------------------------ references
+    def input_size(self) -> tuple[int, int] | None:
+        """The evaluation input size (H, W) of the run's fidelity: the size its FLOPs were counted at.
+
+        From a model promoted at the run's own fidelity when there is one, else from the synthetic
+        task's settings (the same rule as `proxy_tasks.task.build_datasets`); None when neither
+        tells (a file dataset's images are not read here).
+        """
+        for spec_hash in self.promoted["spec_hash"]:
+            metrics = self.promoted_metrics(spec_hash)
+            size = (metrics.get("full") or {}).get("input_size")
+            if metrics.get("fidelity") == self.fidelity and size:
+                return int(size[0]), int(size[1])
+        task, fidelity = self._task_fidelity()
+        if task is None or task.dataset.kind != "synthetic":
+            return None
+        side = max(16, round(task.dataset.synthetic.image_size * fidelity.resolution))
+        return side, side
+
+    def num_classes(self) -> int | None:
+        for text in self.ok()["per_class_iou"].dropna():
+            try:
+                return len(json.loads(text))
+            except ValueError:
+                continue
+        return None
+
+    def _task_fidelity(self):
+        from nas.config import ConfigError
+        from proxy_tasks.task import load_task
+
+        try:
+            task = load_task(self.config.get("task", "synthetic"), self.config.get("data_root"))
+            return task, task.fidelity(self.fidelity or "proxy")
+        except (ConfigError, OSError):
+            return None, None
+
+    def references(self, cost: str = "flops", names: list[str] | None = None) -> pd.DataFrame:
+        """Reference networks for the Pareto axes: the run's baselines, DeepLabv3-ResNet-50 and SpineNet-49.
+
+        A reference the run trained brings its own mIoU and cost. One it did not has no mIoU: its
+        FLOPs (or parameters) are those of the published spec at the run's fidelity (width scaled)
+        and input size, counted as the trials count theirs; its latency is left out (it would be
+        measured on this machine, not where the trials ran). ``note`` says which.
+        """
+        if cost not in COSTS:
+            raise RunError(f"cost must be one of {', '.join(COSTS)}, got {cost!r}")
+        refs = names if names is not None else [*self.config.get("baselines", []), *REFERENCE_NAMES]
+        rows, seen = [], set()
+        for ref in refs:
+            spec = _reference_spec(ref)
+            if spec is None:
+                rows.append(_reference_row(Path(ref).stem, None, note="spec not found"))
+            elif spec.hash not in seen:
+                seen.add(spec.hash)
+                rows.append(self._reference(ref, spec, cost))
+        return pd.DataFrame(rows, columns=REFERENCE_COLUMNS).astype({"trial_id": "Int64"})
+
+    def _reference(self, ref: str, spec: ArchSpec, cost: str) -> dict[str, Any]:
+        label = ref if "/" not in ref else spec.name or Path(ref).stem
+        ok = self.ok()
+        trained = ok[ok["spec_hash"] == spec.hash]
+        if len(trained):
+            row = trained.iloc[0]
+            note = "trained in this run"
+            return _reference_row(label, spec.hash, True, row["trial_id"], row["miou"], row[cost], note)
+        if cost == "latency_ms":
+            return _reference_row(label, spec.hash, note="not trained in this run (latency is hardware-specific)")
+        _, fidelity = self._task_fidelity()
+        size, classes = self.input_size(), self.num_classes()
+        if fidelity is None or size is None or classes is None:
+            return _reference_row(label, spec.hash, note="not trained in this run; input size or classes unknown")
+        from proxy_tasks.task import scale_spec
+
+        counted = _published_cost(scale_spec(spec, fidelity).to_json(), size, classes)
+        return _reference_row(label, spec.hash, cost=counted[cost], note=f"{cost} only (not trained in this run)")
+
+
+# ---------------------------------------------------------------------------------- loading
+def load_run(path: str | Path) -> Run:
+    """Read a run directory; works while the search still writes to it (a consistent snapshot)."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise RunError(f"{path}: no such run directory")
+    trials = _read_trials(path / TABLE_NAME)
+    return Run(
+        path=path,
+        trials=trials,
+        promoted=_read_promoted(path / PROMOTED_TABLE),
+        config=_read_config(path / CONFIG_NAME),
+        summary=_read_json(path / PROMOTED_DIR / SUMMARY_NAME),
+    )
+
+
+def _read_table(path: Path) -> pa.Table:
+    # One read of the whole file: the search replaces it by a rename, so the bytes read belong to
+    # one version of the table even if it is replaced while we read.
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise RunError(f"{path}: no such file (not a run directory, or no trial finished yet)") from None
+    except OSError as exc:
+        raise RunError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        return pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise RunError(f"{path}: damaged Parquet table ({_first_line(exc)})") from None
+
+
+def _read_trials(path: Path) -> pd.DataFrame:
+    table = _read_table(path)
+    missing = sorted(set(TRIAL_COLUMNS) - set(table.column_names))
+    if missing:
+        raise RunError(f"{path}: not a trials table (missing columns {', '.join(missing)})")
+    return table.to_pandas().sort_values("trial_id", ignore_index=True)
+
+
+def _read_promoted(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in PROMOTED_COLUMNS.items()})
+    frame = _read_table(path).to_pandas()
+    missing = sorted(set(PROMOTED_COLUMNS) - set(frame.columns))
+    if missing:
+        raise RunError(f"{path}: not a promotion table (missing columns {', '.join(missing)})")
+    # A column with no value at all is stored as nulls of no type: give the numbers their type.
+    return frame.astype({c: t for c, t in PROMOTED_COLUMNS.items() if t != "object"})
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise RunError(f"{path}: damaged run config ({_first_line(exc)})") from None
+    if data is not None and not isinstance(data, dict):
+        raise RunError(f"{path}: damaged run config (not a mapping)")
+    return data or {}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: damaged JSON ({_first_line(exc)})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------- rows
+def _hashes(row: pd.Series | dict | None) -> list[str]:
+    if row is None:
+        return []
+    value = row.get("parent_hashes")
+    if value is None or isinstance(value, float):  # null
+        return []
+    return [str(h) for h in value]
+
+
+def _mutation(text: Any) -> dict[str, Any]:
+    if not isinstance(text, str) or not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _lineage_record(row: pd.Series) -> dict[str, Any]:
+    mutation = _mutation(row.get("mutation"))
+    return {
+        "trial_id": int(row["trial_id"]),
+        "name": row["name"],
+        "spec_hash": row["spec_hash"],
+        "origin": row["origin"],
+        "mutation": mutation.get("kind"),
+        "mutation_block": mutation.get("block"),
+        "mutation_args": mutation.get("args"),
+        "objective": _float(row["objective"]),
+        "miou": _float(row["miou"]),
+        "status": row["status"],
+    }
+
+
+def _missing_record(spec_hash: str) -> dict[str, Any]:
+    record = dict.fromkeys(LINEAGE_COLUMNS)
+    return {**record, "spec_hash": spec_hash, "origin": "not in this run", "objective": math.nan, "miou": math.nan}
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+# ---------------------------------------------------------------------------------- references
+def _reference_spec(ref: str) -> ArchSpec | None:
+    """A baseline as the search resolves it: a published name or a spec JSON file."""
+    from search_spaces import get_spec
+    from search_spaces.published import PUBLISHED
+
+    try:
+        return get_spec(ref) if ref in PUBLISHED else ArchSpec.from_json(Path(ref).read_text())
+    except (OSError, SpecError):
+        return None
+
+
+def _reference_row(name, spec_hash, trained=False, trial_id=None, miou=math.nan, cost=math.nan, note=""):
+    return {"name": name, "spec_hash": spec_hash, "trained": trained, "trial_id": trial_id,
+            "miou": _float(miou), "cost": _float(cost), "note": note}  # fmt: skip
+
+
+@lru_cache(maxsize=64)
+def _published_cost(spec_json: str, size: tuple[int, int], num_classes: int) -> dict[str, float]:
+    """FLOPs and parameters of a (scaled) spec, counted as the trial counts them. Cached: building
+    a DeepLabv3-ResNet-50 and tracing its forward takes seconds on a small CPU."""
+    from nas.builder import build_model
+    from nas.cost import count_flops, count_params
+
+    model = build_model(ArchSpec.from_json(spec_json), num_classes)
+    return {"flops": float(count_flops(model, size)), "params": float(count_params(model))}

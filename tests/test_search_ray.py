@@ -1,0 +1,166 @@
+"""The search on Ray Tune: tiny trials on a local Ray, failures, SIGKILL and resume, a lost node."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from nas.cli import main
+from nas.search.config import load_search_config
+from nas.search.runner import SearchError, run_search
+
+ray = pytest.importorskip("ray")
+NAS = [sys.executable, "-m", "nas.cli"]
+
+
+def write_task(folder: Path, steps: int = 3) -> Path:
+    task = {
+        "name": "tiny",
+        "dataset": {"kind": "synthetic", "synthetic": {"image_size": 32, "num_train": 16, "num_val": 4, "seed": 0}},
+        "fidelities": {
+            "smoke": {
+                "resolution": 1.0,
+                "crop": 32,
+                "width": 0.125,
+                "resample_alpha": 0.25,
+                "steps": steps,
+                "batch_size": 2,
+                "eval_every": max(1, steps // 2),
+            },
+        },
+        "optimizer": {"name": "adamw", "lr": 0.001},
+    }
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(task))
+    return path
+
+
+def write_config(folder: Path, trials: int = 4, steps: int = 3, **extra) -> Path:
+    write_task(folder, steps)
+    config = {
+        "name": "t", "task": "tiny.yaml", "fidelity": "smoke", "baselines": [],
+        "strategy": {"name": "random"}, "budget": {"trials": trials},
+        "resources": {"cpus_per_trial": 1, "max_concurrent": 2, "ray_cpus": 2}, "retries": 2, **extra,
+    }  # fmt: skip
+    path = folder / "search.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def local_ray(monkeypatch, tmp_path):
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+def test_a_search_on_local_ray_records_every_trial_and_nas_show_lists_them(tmp_path, local_ray, capsys) -> None:
+    config = load_search_config(write_config(tmp_path, trials=4, strategy={"name": "evolution", "population": 2,
+                                                                             "sample_size": 2}))  # fmt: skip
+    search = run_search(config, tmp_path / "run", log=lambda _: None)
+    table = pd.read_parquet(tmp_path / "run" / "trials.parquet")
+    assert len(table) == 4 and (table["status"] == "ok").all() and search.finished
+    assert table["miou"].between(0, 1).all() and (table["flops"] > 0).all() and (table["params"] > 0).all()
+    assert table["node"].notna().all() and (table["device"] == "cpu").all() and (table["attempts"] == 1).all()
+    assert set(table["origin"]) <= {"random", "mutation"} and table["tune_trial_id"].is_unique
+    assert main(["show", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "4 trials (ok 4, failed 0, pruned 0, duplicate 0)" in out and "best spec:" in out
+    for name in table["name"]:
+        assert name in out
+    with pytest.raises(SearchError, match="already holds a search; use --resume"):
+        run_search(config, tmp_path / "run", log=lambda _: None)
+
+
+def test_failing_trials_are_recorded_with_the_reason_and_the_search_completes(tmp_path, local_ray) -> None:
+    path = write_config(tmp_path, trials=3)
+    task = yaml.safe_load((tmp_path / "tiny.yaml").read_text())
+    task["optimizer"]["lr"] = 1e12  # every candidate diverges
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(task))
+    run_search(load_search_config(path), tmp_path / "run", log=lambda _: None)
+    table = pd.read_parquet(tmp_path / "run" / "trials.parquet")
+    assert len(table) == 3 and (table["status"] == "failed").all()
+    assert table["error"].str.contains("loss became").all() and table["objective"].isna().all()
+
+
+def test_resume_after_sigkill_of_the_driver_finishes_without_duplicate_rows(tmp_path) -> None:
+    config = write_config(tmp_path, trials=8, steps=12)
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "NAS_CACHE_DIR": str(tmp_path / "cache"), "RAY_ADDRESS": ""}
+    driver = subprocess.Popen([*NAS, "search", "--config", str(config), "--out", str(run_dir)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    table = run_dir / "trials.parquet"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and (not table.exists() or len(pd.read_parquet(table)) < 2):
+        assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything in its process group, mid-search
+    driver.wait()
+    before = pd.read_parquet(table)
+    assert 2 <= len(before) < 8
+
+    done = subprocess.run([*NAS, "search", "--resume", str(run_dir)], env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = pd.read_parquet(table)
+    assert len(after) == 8 and after["trial_id"].is_unique and (after["status"] == "ok").all()
+    # Finished trials were not rerun: their rows are unchanged.
+    kept = after.set_index("trial_id").loc[before["trial_id"], ["spec_hash", "finished_at", "attempts"]]
+    pd.testing.assert_frame_equal(kept, before.set_index("trial_id")[["spec_hash", "finished_at", "attempts"]])
+    assert after["attempts"].max() <= 2  # an interrupted trial ran again once
+    assert "resumed" in done.stderr and "8 trials (ok 8" in done.stdout
+
+
+def test_a_node_lost_mid_search_is_survived_and_every_trial_recorded(tmp_path, monkeypatch) -> None:
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    worker = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    config = load_search_config(write_config(tmp_path, trials=4, steps=80))
+    run_dir = tmp_path / "run"
+    removed = threading.Event()
+
+    def remove_worker_when_busy() -> None:
+        # Wait until both nodes run a trial (the first two start together), then kill the worker node.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list((run_dir / "ray").glob("*/candidate-1")):
+            time.sleep(0.2)
+        time.sleep(1)
+        cluster.remove_node(worker, allow_graceful=False)
+        removed.set()
+
+    killer = threading.Thread(target=remove_worker_when_busy, daemon=True)
+    killer.start()
+    try:
+        run_search(config, run_dir, address=cluster.address, log=lambda _: None)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    killer.join(timeout=5)
+    assert removed.is_set()
+    table = pd.read_parquet(run_dir / "trials.parquet")
+    assert len(table) == 4 and table["trial_id"].is_unique and (table["status"] == "ok").all()
+    assert table["attempts"].max() == 2  # the trial on the lost node was restarted once, on the head
+
+
+def test_an_unreachable_cluster_is_one_line_and_loses_nothing(tmp_path, capsys) -> None:
+    config = write_config(tmp_path, trials=2)
+    code = main(["search", "--config", str(config), "--out", str(tmp_path / "run"), "--address", "127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines()[-1].startswith(
+        "nas: error: cannot reach the Ray cluster at 127.0.0.1:1"
+    )
+    assert sum(line.startswith("nas: error") for line in err.splitlines()) == 1
+    assert (tmp_path / "run" / "config.yaml").is_file()  # the run can be resumed once the cluster is up
