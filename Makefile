@@ -41,15 +41,18 @@ format: install
 test: lint
 	$(VENV)/bin/pytest -n 2 -q
 
+# The quickstart search (about 15 minutes on 2 CPU cores); run again, it resumes or shows the result.
 demo: install
-	@echo "== published architectures"; $(VENV)/bin/nas arch list
-	@echo "== DeepLabv3-ResNet-50 (21 classes, 513x513)"; $(VENV)/bin/nas arch info deeplabv3-resnet50 --classes 21 --size 513 513
-	@echo "== SpineNet-49"; $(VENV)/bin/nas arch info spinenet-49 --size 512 512
-	@echo "== sample -> mutate -> info"; $(VENV)/bin/nas arch sample --seed 1 | $(VENV)/bin/nas arch mutate - --seed 2 | $(VENV)/bin/nas arch info - --size 256 256
-	$(VENV)/bin/nas arch draw spinenet-49 -o spinenet-49.png && echo "topology drawing written to spinenet-49.png"
+	@if [ -f runs/quickstart/config.yaml ]; then \
+		$(VENV)/bin/nas search --resume runs/quickstart; \
+	else \
+		$(VENV)/bin/nas search --config launch/configs/quickstart.yaml --out runs/quickstart; \
+	fi
+	$(VENV)/bin/nas report runs/quickstart && echo "report written to runs/quickstart/report/index.html"
 
 bench: install
 	$(PY) benchmarks/builder_speed.py
+	$(PY) benchmarks/search_bench.py efficiency
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

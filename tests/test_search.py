@@ -258,3 +258,23 @@ def test_objectives_and_the_pareto_front() -> None:
     assert Objective("miou").values({"miou": float("nan")}) is None
     points = [(0.5, 10), (0.6, 20), (0.4, 5), (0.45, 12), (0.6, 25)]
     assert pareto_front(points) == [0, 1, 2]
+
+
+def test_the_shipped_search_configs_load_and_bad_keys_are_named(tmp_path) -> None:
+    from nas.config import ConfigError
+    from nas.search.config import load_search_config
+
+    for name in ("smoke", "quickstart"):
+        config = load_search_config(f"launch/configs/{name}.yaml")
+        assert config.baselines == ("deeplabv3-resnet50",) and config.resources.max_concurrent == 2
+        config.space.build()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("strategy: {name: evolution, populaton: 8}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: strategy: unknown key 'populaton'"):
+        load_search_config(bad)
+    bad.write_text("objective: {kind: constrained, cost: flops}\n")
+    with pytest.raises(ConfigError, match="target: the constrained objective needs a positive cost target"):
+        load_search_config(bad)
+    bad.write_text("budget: {trials: many}\n")
+    with pytest.raises(ConfigError, match=r"budget\.trials: expected an integer"):
+        load_search_config(bad)
