@@ -219,24 +219,29 @@ def outcome_from_result(result: dict | None, error: bool, trial_id: str) -> Outc
 
 
 def connect_ray(config: SearchConfig, address: str | None, log: Log) -> None:
-    import ray
-
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # failed trials report no mIoU
     # Each reported checkpoint forces an experiment snapshot (num_to_keep=1); cheap at our trial rates.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
-
     address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        _probe(address)
+        # Clusters started with `ray start` (Ray 2.60) use token authentication; a driver joining one
+        # needs token mode too, set before Ray reads its config. The token comes from RAY_AUTH_TOKEN,
+        # RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token.
+        token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+        if "RAY_AUTH_MODE" not in os.environ and ("RAY_AUTH_TOKEN" in os.environ or token_file.is_file()):
+            os.environ["RAY_AUTH_MODE"] = "token"
+    import ray
+
     if ray.is_initialized():
         return
     if address:
-        _probe(address)
         try:
             ray.init(address=address, log_to_driver=False, logging_level="WARNING")
         except Exception as exc:  # ConnectionError, TimeoutError, RuntimeError depending on the failure
-            raise SearchError(
-                f"cannot reach the Ray cluster at {address}: {' '.join(str(exc).split())[:200]}"
-            ) from None
+            reason = " ".join(str(exc).split())[:200]
+            raise SearchError(f"cannot reach the Ray cluster at {address}: {reason}") from None
         log(f"joined the Ray cluster at {address}: {ray.cluster_resources()}")
         return
     # The embedded default: a private local Ray for this search, without the dashboard. Ray 2.60
