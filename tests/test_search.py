@@ -278,3 +278,17 @@ def test_the_shipped_search_configs_load_and_bad_keys_are_named(tmp_path) -> Non
     bad.write_text("budget: {trials: many}\n")
     with pytest.raises(ConfigError, match=r"budget\.trials: expected an integer"):
         load_search_config(bad)
+
+
+def test_tune_results_map_to_statuses() -> None:
+    from nas.search.runner import outcome_from_result
+
+    final = {"final": True, "status": "ok", "miou": 0.4, "result_json": json.dumps({"miou": 0.4, "flops": 7})}
+    ok = outcome_from_result(final, False, "t1")
+    assert (ok.status, ok.metrics["flops"], ok.tune_trial_id) == ("ok", 7, "t1")
+    pruned = outcome_from_result({"final": False, "miou": 0.1, "step": 100}, False, "t2")
+    assert pruned.status == "pruned" and pruned.metrics["miou"] == 0.1 and "ASHA" in pruned.error
+    failed = outcome_from_result({"final": True, "status": "failed", "error": "ValueError: boom"}, False, "t3")
+    assert (failed.status, failed.error) == ("failed", "ValueError: boom")
+    lost = outcome_from_result(None, True, "t4")
+    assert lost.status == "failed" and "retries" in lost.error

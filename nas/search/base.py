@@ -71,8 +71,13 @@ class Controller(ABC):
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
-    def forget(self, candidate: Candidate) -> None:  # noqa: B027 (optional hook)
-        """A pending candidate the search will not run (it was cancelled); default: nothing to do."""
+    @property
+    def seed_specs(self) -> tuple[ArchSpec, ...]:
+        """Specs this strategy trains itself at the start (the search then skips them as baselines)."""
+        return ()
+
+    def recover(self, pending: list[Candidate]) -> None:  # noqa: B027 (optional hook)
+        """After a resume: ``pending`` are the candidates that will run again; clean up the rest."""
 
 
 def rng_state(rng) -> list:

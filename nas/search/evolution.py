@@ -54,6 +54,10 @@ class RegularizedEvolution(Controller):
         self.initial_asked = 0
         self.population: list[tuple[ArchSpec, float]] = []  # oldest first
 
+    @property
+    def seed_specs(self) -> tuple[ArchSpec, ...]:
+        return self.seeds
+
     def ask(self, candidate_id: int) -> Candidate:
         if self.initial_asked < self.population_size:
             k = self.initial_asked

@@ -70,8 +70,6 @@ class OptunaController(Controller):
         else:
             self.study.tell(number, list(values) if len(values) > 1 else values[0], skip_if_finished=True)
 
-    def forget(self, candidate: Candidate) -> None:
-        self.study.tell(candidate.extra["optuna_trial"], state=TrialState.FAIL, skip_if_finished=True)
 
     def state_dict(self) -> dict[str, Any]:
         return {"sampler": base64.b64encode(pickle.dumps(self.sampler)).decode("ascii")}
@@ -80,13 +78,14 @@ class OptunaController(Controller):
         self.sampler = pickle.loads(base64.b64decode(state["sampler"]))
         self.study.sampler = self.sampler
 
-    def fail_orphans(self, owned: set[int]) -> int:
-        """Mark RUNNING study trials that no pending candidate owns as FAIL; returns how many."""
+    def recover(self, pending: list[Candidate]) -> None:
+        """Mark RUNNING study trials that no pending candidate owns as FAIL (a driver killed between
+        asking the study and saving its state leaves one)."""
+        owned = {c.extra.get("optuna_trial") for c in pending}
         orphans = [t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
         orphans = [n for n in orphans if n not in owned]
         for number in orphans:
             self.study.tell(number, state=TrialState.FAIL)
-        return len(orphans)
 
 
 def open_storage(storage: str | Path | None):

@@ -89,7 +89,7 @@ class Search:
         self.duplicates_in_a_row = 0
         self.exhausted = False  # the controller only proposes specs already seen
         self.stopped = False  # no new candidates (time limit, or the user stopped the search)
-        seeded = {s.hash for s in getattr(controller, "seeds", ())}
+        seeded = {s.hash for s in controller.seed_specs}
         self.baselines = [b for b in baselines if b.hash not in seeded]  # evolution trains its seeds itself
         self.baselines_asked = 0
         if self.state_path.exists():
@@ -255,8 +255,7 @@ class Search:
                 self.rerun.append(candidate)  # it was running when the driver died: once more
             elif candidate.origin != "baseline":
                 self.controller.tell(candidate, self._values(row))  # the tell the crash interrupted
-        if hasattr(self.controller, "fail_orphans"):
-            self.controller.fail_orphans({c.extra.get("optuna_trial") for c in self.rerun})
+        self.controller.recover(self.rerun)
         first = self.store.first_by_hash()
         for twin in parked:
             if twin.id in recorded:
