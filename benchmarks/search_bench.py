@@ -43,7 +43,9 @@ def bench_platform(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     import ray
 
-    ray.init(num_cpus=args.concurrent, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    ray.init(
+        address="local", num_cpus=args.concurrent, include_dashboard=False, log_to_driver=False, logging_level="WARNING"
+    )
     ray_start = time.perf_counter() - start
     start = time.perf_counter()
     search = run_search(config, work / "run", log=lambda _: None)

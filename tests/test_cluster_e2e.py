@@ -55,6 +55,7 @@ def test_nas_search_joins_a_running_ray_head_with_the_smoke_config(tmp_path, ray
     run_dir = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     env["NAS_CACHE_DIR"] = str(tmp_path / "cache")
+    env["RAY_AUTH_MODE"] = "token"  # `ray start` turned token authentication on; a joining driver must say so
     done = subprocess.run([*NAS, "search", "--config", "launch/configs/smoke.yaml", "--out", str(run_dir),
                            "--address", ray_head], env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

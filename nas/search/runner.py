@@ -226,12 +226,6 @@ def connect_ray(config: SearchConfig, address: str | None, log: Log) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         _probe(address)
-        # Clusters started with `ray start` (Ray 2.60) use token authentication; a driver joining one
-        # needs token mode too, set before Ray reads its config. The token comes from RAY_AUTH_TOKEN,
-        # RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token.
-        token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
-        if "RAY_AUTH_MODE" not in os.environ and ("RAY_AUTH_TOKEN" in os.environ or token_file.is_file()):
-            os.environ["RAY_AUTH_MODE"] = "token"
     import ray
 
     if ray.is_initialized():
@@ -241,13 +235,23 @@ def connect_ray(config: SearchConfig, address: str | None, log: Log) -> None:
             ray.init(address=address, log_to_driver=False, logging_level="WARNING")
         except Exception as exc:  # ConnectionError, TimeoutError, RuntimeError depending on the failure
             reason = " ".join(str(exc).split())[:200]
-            raise SearchError(f"cannot reach the Ray cluster at {address}: {reason}") from None
+            # Ray never turns token authentication on by itself for an explicit address, while
+            # `ray start` clusters use it by default: the likeliest cause when the port answers.
+            hint = (
+                ""
+                if os.environ.get("RAY_AUTH_MODE")
+                else (
+                    "; if the cluster uses token authentication (the default of `ray start`), set RAY_AUTH_MODE=token"
+                )
+            )
+            raise SearchError(f"cannot reach the Ray cluster at {address}: {reason}{hint}") from None
         log(f"joined the Ray cluster at {address}: {ray.cluster_resources()}")
         return
     # The embedded default: a private local Ray for this search, without the dashboard. Ray 2.60
     # binds its servers to the node's address (it maps 127.0.0.1 to it) and guards them with its
     # token authentication, on by default; a loopback-only binding cannot be asked of ray.init.
     ray.init(
+        address="local",  # a new instance, never one a `ray start` on this machine left running
         num_cpus=config.resources.ray_cpus,
         num_gpus=config.resources.ray_gpus,
         include_dashboard=False,
