@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,9 +15,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from nas.checkpoint import load_model
 from nas.cli import main
 from nas.search.config import load_search_config
+from nas.search.promote import promote
 from nas.search.runner import SearchError, run_search
+from search_spaces import ArchSpec
 
 ray = pytest.importorskip("ray")
 NAS = [sys.executable, "-m", "nas.cli"]
@@ -36,6 +40,7 @@ def write_task(folder: Path, steps: int = 3) -> Path:
                 "batch_size": 2,
                 "eval_every": max(1, steps // 2),
             },
+            "full": {"resolution": 1.0, "crop": 32, "width": 1.0, "steps": 2, "batch_size": 2},
         },
         "optimizer": {"name": "adamw", "lr": 0.001},
     }
@@ -80,6 +85,27 @@ def test_a_search_on_local_ray_records_every_trial_and_nas_show_lists_them(tmp_p
         assert name in out
     with pytest.raises(SearchError, match="already holds a search; use --resume"):
         run_search(config, tmp_path / "run", log=lambda _: None)
+
+    # Promotion: the best two retrained at full fidelity (full width), weights and metrics kept.
+    summary = promote(tmp_path / "run", top=2, log=lambda _: None)
+    best = table.sort_values(["objective", "trial_id"], ascending=[False, True]).head(2)
+    assert [r["spec_hash"] for r in summary.rows] == list(best["spec_hash"])
+    promoted = pd.read_parquet(tmp_path / "run" / "promoted.parquet")
+    assert (promoted["status"] == "ok").all() and promoted["full_miou"].between(0, 1).all()
+    assert list(promoted["proxy_miou"]) == list(best["miou"])
+    assert -1 <= summary.kendall_tau <= 1  # two models: tau is +-1
+    folder = tmp_path / "run" / "promoted" / best.iloc[0]["spec_hash"]
+    model, _ = load_model(folder / "model.pt")
+    assert model.spec.hash == best.iloc[0]["spec_hash"]  # full width: the searched spec itself
+    assert ArchSpec.from_json((folder / "spec.json").read_text()) == model.spec  # they load together
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["fidelity"] == "full" and metrics["proxy"]["miou"] == best.iloc[0]["miou"]
+    assert metrics["proxy"]["fidelity"] == "smoke" and 0 <= metrics["full"]["miou"] <= 1
+    # A promoted spec retrains with nas train.
+    out = tmp_path / "retrain"
+    assert main(["train", "--arch", str(folder / "spec.json"), "--task", str(tmp_path / "tiny.yaml"),
+                 "--fidelity", "full", "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    assert json.loads((out / "metrics.json").read_text())["spec_hash"] == model.spec.hash
 
 
 def test_failing_trials_are_recorded_with_the_reason_and_the_search_completes(tmp_path, local_ray) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from nas.atomic import atomic_path
 from proxy_tasks.task import load_task
@@ -32,8 +33,8 @@ from search_spaces import ArchSpec
 
 from .leaderboard import leaderboard, trials_frame
 from .objective import pareto_front
-from .runner import SearchError, connect_ray, saved_config
-from .trainable import MODEL_NAME, train_candidate
+from .runner import SearchError, connect_ray, make_trainable, saved_config
+from .trainable import MODEL_NAME
 
 PROMOTED_DIR = "promoted"
 PROMOTED_TABLE = "promoted.parquet"
@@ -108,13 +109,7 @@ def _train(todo, config, task, fidelity: str, seed: int, run_dir: Path, out: Pat
     from ray import tune
 
     resources = config.resources
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            train_candidate, task=task.to_dict(), fidelity=fidelity, seed=seed,
-            threads=max(1, int(resources.cpus_per_trial)), gpus=resources.gpus_per_trial,
-        ),
-        {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial},
-    )  # fmt: skip
+    trainable = make_trainable(config, task.to_dict(), fidelity, seed)
     candidates = [{"id": int(r["trial_id"]), "spec": r["spec_json"]} for r in todo]
     tuner = tune.Tuner(
         trainable,
@@ -144,7 +139,13 @@ def _train(todo, config, task, fidelity: str, seed: int, run_dir: Path, out: Pat
             with result.checkpoint.as_directory() as saved, atomic_path(folder / MODEL_NAME) as tmp:
                 shutil.copy(Path(saved) / MODEL_NAME, tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "spec.json").write_text(ArchSpec.from_json(row["spec_json"]).to_json())
+        # spec.json is the network the weights belong to: the searched spec, scaled to the promotion
+        # fidelity's width (the same spec at `full`), so spec.json + model.pt always load together.
+        trained = ArchSpec.from_json(row["spec_json"])
+        if (folder / MODEL_NAME).is_file():
+            trained = ArchSpec.from_json(torch.load(folder / MODEL_NAME, weights_only=True)["spec"])
+        with atomic_path(folder / "spec.json") as tmp:
+            tmp.write_text(trained.to_json())
         record = {
             "spec_hash": row["spec_hash"], "name": row["name"], "trial_id": int(row["trial_id"]),
             "fidelity": fidelity, "status": status, "error": error or None, "full": metrics,

@@ -301,17 +301,25 @@ def run_search(
     return search
 
 
-def tune_search(search: Search, config: SearchConfig, task: dict[str, Any], run_dir: Path) -> None:
+def make_trainable(config: SearchConfig, task: dict[str, Any], fidelity: str, seed: int):
+    """`train_candidate` bound to the task and fidelity, with the config's resources per trial."""
     from ray import tune
 
     resources = config.resources
-    trainable = tune.with_resources(
+    return tune.with_resources(
         tune.with_parameters(
-            train_candidate, task=task, fidelity=config.fidelity, seed=config.seed,
+            train_candidate, task=task, fidelity=fidelity, seed=seed,
             threads=max(1, int(resources.cpus_per_trial)), gpus=resources.gpus_per_trial,
         ),
         {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial},
     )  # fmt: skip
+
+
+def tune_search(search: Search, config: SearchConfig, task: dict[str, Any], run_dir: Path) -> None:
+    from ray import tune
+
+    resources = config.resources
+    trainable = make_trainable(config, task, config.fidelity, config.seed)
     scheduler = None
     if config.scheduler.asha:
         from ray.tune.schedulers import ASHAScheduler
