@@ -22,6 +22,18 @@ def test_builtin_tasks_load_with_all_three_fidelities() -> None:
     assert proxy.width == 0.25 and proxy.resample_alpha == 0.25 and proxy.resolution < 1.0
 
 
+def test_synthetic_presets_render_at_their_sizes() -> None:
+    # Scenes are rendered at image_size x resolution: the proxy trains whole 128 px scenes (half
+    # the native 256 px) with its own, higher learning rate; smoke stays at 64 px for the tests.
+    task = load_task("synthetic")
+    native = task.dataset.synthetic.image_size
+    sizes = {name: round(native * task.fidelity(name).resolution) for name in ("smoke", "proxy", "full")}
+    assert sizes == {"smoke": 64, "proxy": 128, "full": 256}
+    proxy = task.fidelity("proxy")
+    assert proxy.crop == sizes["proxy"] and proxy.lr is not None and proxy.lr > task.optimizer.lr
+    assert proxy.steps * proxy.batch_size < task.fidelity("full").steps * task.fidelity("full").batch_size
+
+
 def test_task_files_round_trip(tmp_path: Path) -> None:
     task = load_task("synthetic")
     as_yaml, as_json = tmp_path / "t.yaml", tmp_path / "t.json"

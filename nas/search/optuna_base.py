@@ -70,7 +70,6 @@ class OptunaController(Controller):
         else:
             self.study.tell(number, list(values) if len(values) > 1 else values[0], skip_if_finished=True)
 
-
     def state_dict(self) -> dict[str, Any]:
         return {"sampler": base64.b64encode(pickle.dumps(self.sampler)).decode("ascii")}
 
