@@ -7,13 +7,10 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
+import nbclient  # the dev extra: nbclient, nbformat, ipykernel
+import nbformat
 
 from tests.test_analysis import make_run
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "analysis" / "examples" / "inspect_run.ipynb"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import ray
 import yaml
 
 from nas.checkpoint import load_model
@@ -22,7 +23,6 @@ from nas.search.promote import promote
 from nas.search.runner import SearchError, run_search
 from search_spaces import ArchSpec
 
-ray = pytest.importorskip("ray")
 NAS = [sys.executable, "-m", "nas.cli"]
 
 

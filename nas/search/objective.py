@@ -39,12 +39,12 @@ class Objective:
 
     def values(self, metrics: Mapping[str, Any]) -> tuple[float, ...] | None:
         """The objective values of a finished candidate (None if it has no usable mIoU)."""
-        miou = _number(metrics.get("miou"))
+        miou = finite_or_none(metrics.get("miou"))
         if miou is None:
             return None
         if self.kind == "miou":
             return (miou,)
-        cost = _number(metrics.get(self.cost))
+        cost = finite_or_none(metrics.get(self.cost))
         if cost is None or cost <= 0:
             return None
         if self.kind == "pareto":
@@ -67,7 +67,8 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _number(value: Any) -> float | None:
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a float, or None when it is missing, not a number, NaN or infinite."""
     if value is None:
         return None
     try:

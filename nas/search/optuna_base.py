@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import pickle
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,8 @@ class OptunaController(Controller):
         )
         self.distributions = distributions(space)
 
-    def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
-        raise NotImplementedError
+    @abstractmethod
+    def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler: ...
 
     def ask(self, candidate_id: int) -> Candidate:
         trial = self.study.ask(self.distributions)

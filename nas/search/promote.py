@@ -32,7 +32,7 @@ from proxy_tasks.task import load_task
 from search_spaces import ArchSpec
 
 from .leaderboard import leaderboard, trials_frame
-from .objective import pareto_front
+from .objective import finite_or_none, pareto_front
 from .runner import SearchError, connect_ray, make_trainable, saved_config
 from .trainable import MODEL_NAME
 
@@ -168,9 +168,10 @@ def _summarise(chosen: pd.DataFrame, out: Path, run_dir: Path, fidelity: str) ->
             "spec_hash": r["spec_hash"], "name": r["name"], "trial_id": int(r["trial_id"]),
             "status": record.get("status", "missing"), "fidelity": fidelity,
             "proxy_miou": _plain(r["miou"]), "proxy_objective": _plain(r["objective"]),
-            "full_miou": _num(full.get("miou")), "full_pixel_accuracy": _num(full.get("pixel_accuracy")),
+            "full_miou": finite_or_none(full.get("miou")),
+            "full_pixel_accuracy": finite_or_none(full.get("pixel_accuracy")),
             "flops": _plain(r["flops"]), "params": _plain(r["params"]),
-            "full_train_seconds": _num(full.get("train_seconds")),
+            "full_train_seconds": finite_or_none(full.get("train_seconds")),
             "path": str((out / r["spec_hash"]).relative_to(run_dir)),
         })  # fmt: skip
     summary = PromotionSummary(rows)
@@ -194,14 +195,6 @@ def _plain(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def _num(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
 def _finite(data: Any) -> Any:
     if isinstance(data, dict):
         return {k: _finite(v) for k, v in data.items()}
@@ -211,5 +204,5 @@ def _finite(data: Any) -> Any:
 
 
 def _fmt(value: Any) -> str:
-    value = _num(value)
+    value = finite_or_none(value)
     return "-" if value is None else f"{value:.4f}"

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+import nas
 from nas.atomic import atomic_path
 from nas.config import ConfigError, to_dict
 from proxy_tasks.task import load_task
@@ -51,18 +52,13 @@ class SearchError(RuntimeError):
 
 # ---------------------------------------------------------------------------------- building
 def resolve_spec(ref: str) -> ArchSpec:
-    from search_spaces import get_spec
-    from search_spaces.published import PUBLISHED
-
-    if ref in PUBLISHED:
-        return get_spec(ref)
-    path = Path(ref)
-    if not path.is_file():
-        raise ConfigError(f"{ref!r} is neither a published architecture nor a spec file")
+    """`nas.resolve_spec` with config errors: a published name or a spec file named in a config."""
     try:
-        return ArchSpec.from_json(path.read_text())
+        return nas.resolve_spec(ref)
     except SpecError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{ref}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{ref}: cannot read the spec file ({exc.strerror or exc})") from None
 
 
 def make_controller(config: SearchConfig, run_dir: Path) -> Controller:

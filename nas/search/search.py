@@ -20,7 +20,6 @@ others run again.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from nas.atomic import atomic_path
 from search_spaces import ArchSpec, SearchSpace
 
 from .base import Candidate, Controller
-from .objective import Objective
+from .objective import Objective, finite_or_none
 from .store import METRICS, TABLE_NAME, ResultsStore
 
 STATE_NAME = "search_state.json"
@@ -165,7 +164,7 @@ class Search:
         m = outcome.metrics
         row = {k: m.get(k) for k in METRICS}
         for k in ("miou", "pixel_accuracy", "loss_final", "latency_ms", "peak_memory_mb"):
-            row[k] = _float_or_none(row[k])
+            row[k] = finite_or_none(row[k])
         row.update(self._identity(candidate))
         values = self.objective.values(m) if outcome.status in ("ok", "pruned") else None
         row.update(
@@ -289,13 +288,6 @@ def _now() -> datetime:
 
 def _utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, timezone.utc)
-
-
-def _float_or_none(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 __all__ = ["STATE_NAME", "Outcome", "Search", "SearchSpace", "SearchStateError", "evaluate_in_process"]
