@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/proxy_bench.py loop    [--arch deeplabv3-resnet50] [--steps 100] [--workers N]
     .venv/bin/python benchmarks/proxy_bench.py cost    [--archs deeplabv3-resnet50 spinenet-49]
-    .venv/bin/python benchmarks/proxy_bench.py signal  [--seeds 3] [--samples 5] [--reference full]
+    .venv/bin/python benchmarks/proxy_bench.py signal  [--seeds 3] [--samples 5] [--reference full] [--jobs 2]
 
 loop:   the trial's training throughput against a bare PyTorch loop on the same model, batch and
         optimizer over batches already in memory, in one run; ratio (goal >= 0.95) and the share
@@ -10,13 +10,15 @@ loop:   the trial's training throughput against a bare PyTorch loop on the same 
 cost:   wall seconds per `proxy` trial (goal <= 60 s on a 2-core CPU).
 signal: proxy mIoU mean +- std over seeds for a fixed set of architectures (DeepLabv3/v3+,
         SpineNet-49, seeded random samples); the spread between architectures against the seed
-        noise; with --reference FIDELITY also Kendall tau / Spearman rho between proxy and
-        reference mIoU (one reference run per architecture).
+        noise; the seed-to-seed Kendall tau (how far one seed's ranking predicts another's); with
+        --reference FIDELITY also Kendall tau / Spearman rho between proxy and reference mIoU (one
+        reference run per architecture).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
@@ -90,27 +92,70 @@ def _architectures(samples: int) -> list[ArchSpec]:
     return archs + [sample(SearchSpace(), seed) for seed in range(1, samples + 1)]
 
 
+def _one_trial(job: tuple[str, str, str, int, str, int]) -> dict:
+    """One (architecture, fidelity, seed) run in a worker process with its share of the cores."""
+    spec_json, task_ref, fidelity, seed, device, threads = job
+    torch.set_num_threads(threads)
+    result = run_trial(ArchSpec.from_json(spec_json), load_task(task_ref), fidelity, seed=seed, device=device)
+    return {"fidelity": fidelity, "seed": seed, "miou": result.miou, "per_class_iou": result.per_class_iou,
+            "seconds": result.train_seconds + result.eval_seconds, "status": result.status}  # fmt: skip
+
+
 def bench_signal(args: argparse.Namespace) -> None:
+    import itertools
+    import json
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
     from scipy.stats import kendalltau, spearmanr
 
-    task = load_task(args.task)
-    rows = []
-    for spec in _architectures(args.samples):
-        mious = [run_trial(spec, task, args.fidelity, seed=s, device=args.device).miou for s in range(args.seeds)]
-        reference = run_trial(spec, task, args.reference, seed=0, device=args.device).miou if args.reference else None
-        rows.append((spec.name or spec.hash, statistics.mean(mious), statistics.stdev(mious), reference))
-        ref = f"   {args.reference} {reference:.4f}" if reference is not None else ""
-        print(f"{rows[-1][0]:<24} proxy mIoU {rows[-1][1]:.4f} +- {rows[-1][2]:.4f}{ref}", flush=True)
-    means = [r[1] for r in rows]
-    noise = statistics.mean(r[2] for r in rows)
+    archs = [a for a in _architectures(args.samples) if not args.only or a.name in args.only]
+    names = [spec.name or spec.hash[:10] for spec in archs]
+    jobs = [(spec.to_json(), args.task, args.fidelity, s, args.device) for spec in archs for s in range(args.seeds)]
+    if args.reference:
+        jobs += [(spec.to_json(), args.task, args.reference, 0, args.device) for spec in archs]
+    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.device == "cpu" else 1
+    owner = {i: names[i // args.seeds] if i < len(archs) * args.seeds else names[i - len(archs) * args.seeds]
+             for i in range(len(jobs))}  # fmt: skip
+    results: dict[str, list[dict]] = {n: [] for n in names}
+    start = time.perf_counter()
+    # Spawned workers: a forked child of a process that has used OpenMP threads can hang.
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for i, row in enumerate(pool.map(_one_trial, [(*job, threads) for job in jobs])):
+            results[owner[i]].append(row)
+            print(f"  {owner[i]:<24} {row['fidelity']:<8} seed {row['seed']}  mIoU {row['miou']:.4f}  "
+                  f"{row['seconds']:.0f} s", flush=True)  # fmt: skip
+            if args.out:  # every finished trial is kept, whatever happens to the rest
+                with open(args.out, "w") as f:
+                    json.dump({"task": args.task, "fidelity": args.fidelity, "reference": args.reference,
+                               "results": results}, f, indent=1)  # fmt: skip
+    print(f"{len(jobs)} trials in {time.perf_counter() - start:.0f} s, {args.jobs} at a time x {threads} threads")
+
+    proxy = {n: [r["miou"] for r in rows if r["fidelity"] == args.fidelity] for n, rows in results.items()}
+    means = [statistics.mean(proxy[n]) for n in names]
+    print(f"\n{'architecture':<24} {args.fidelity} mIoU (mean +- std over {args.seeds} seeds)")
+    for n, m in zip(names, means):
+        print(f"{n:<24} {m:.4f} +- {statistics.stdev(proxy[n]) if len(proxy[n]) > 1 else math.nan:.4f}")
+    if len(names) < 2 or args.seeds < 2:
+        return  # spread and rank agreement need two architectures and two seeds
+    noise = statistics.mean(statistics.stdev(proxy[n]) for n in names)
     spread = statistics.stdev(means)
     print(f"spread between architectures (std of means) {spread:.4f}; seed noise (mean std) {noise:.4f}; "
           f"ratio {spread / noise if noise else float('inf'):.2f}")  # fmt: skip
+    # Would one seed rank the architectures as another seed does? Kendall tau over seed pairs.
+    taus = [kendalltau([proxy[n][a] for n in names], [proxy[n][b] for n in names]).statistic
+            for a, b in itertools.combinations(range(args.seeds), 2)]  # fmt: skip
+    print(f"seed-to-seed Kendall tau (one seed's ranking against another's): mean {statistics.mean(taus):.3f}, "
+          f"min {min(taus):.3f} over {len(taus)} pairs")  # fmt: skip
     if args.reference:
-        refs = [r[3] for r in rows]
+        refs = [next(r["miou"] for r in results[n] if r["fidelity"] == args.reference) for n in names]
         tau, rho = kendalltau(means, refs).statistic, spearmanr(means, refs).statistic
+        print(f"\n{'architecture':<24} {args.fidelity} mean   {args.reference}")
+        for n, m, r in zip(names, means, refs):
+            print(f"{n:<24} {m:.4f}        {r:.4f}")
         print(f"Kendall tau {tau:.3f}, Spearman rho {rho:.3f} "
-              f"(proxy mean vs {args.reference}, {len(rows)} architectures; goal tau >= 0.6)")  # fmt: skip
+              f"({args.fidelity} mean vs {args.reference}, {len(names)} architectures; goal tau >= 0.6)")  # fmt: skip
 
 
 def main() -> None:
@@ -125,7 +170,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, help="data-loader processes (default: the task's)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--samples", type=int, default=5)
-    parser.add_argument("--reference", help="fidelity to rank against (e.g. full)")
+    parser.add_argument("--only", nargs="+", help="signal: just these of the architectures (e.g. spinenet-49)")
+    parser.add_argument("--reference", help="fidelity to rank against (e.g. full, or reference on a CPU)")
+    parser.add_argument("--jobs", type=int, default=1, help="trials at a time (signal; CPU threads are shared)")
+    parser.add_argument("--out", help="signal: write every finished trial's result to this JSON file")
     args = parser.parse_args()
     {"loop": bench_loop, "cost": bench_cost, "signal": bench_signal}[args.which](args)
 

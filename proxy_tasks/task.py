@@ -17,6 +17,7 @@ from nas.config import ConfigError, from_dict, load_file, to_dict
 from search_spaces import ArchSpec
 
 from .datasets import DatasetError, SyntheticDataset, cityscapes, folder, voc
+from .datasets.synthetic import SHAPES, check_shapes
 
 TASKS_DIR = Path(__file__).parent / "tasks"
 
@@ -29,9 +30,15 @@ class SyntheticConfig:
     min_objects: int = 5
     max_objects: int = 12
     seed: int = 0  # scene seed; validation scenes use seed + 1_000_003
+    # which shapes are the object classes (label k = shapes[k - 1]); default: all of them
+    shapes: tuple[str, ...] = SHAPES
 
     def __post_init__(self) -> None:
         _positive(self, "image_size", "num_train", "num_val", "min_objects")
+        try:
+            check_shapes(tuple(self.shapes))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None  # already names the key
         if self.max_objects < self.min_objects:
             raise ConfigError(f"max_objects: must be >= min_objects ({self.min_objects}), got {self.max_objects}")
 
@@ -163,8 +170,9 @@ def build_datasets(task: TaskConfig, fidelity: Fidelity):
         size = max(16, round(s.image_size * fidelity.resolution))
         n_train = min(s.num_train, fidelity.train_images or s.num_train)
         n_val = min(s.num_val, fidelity.val_images or s.num_val)
-        train = SyntheticDataset(n_train, size, s.seed, s.min_objects, s.max_objects)
-        val = SyntheticDataset(n_val, size, s.seed + 1_000_003, s.min_objects, s.max_objects)
+        shapes = tuple(s.shapes)
+        train = SyntheticDataset(n_train, size, s.seed, s.min_objects, s.max_objects, shapes)
+        val = SyntheticDataset(n_val, size, s.seed + 1_000_003, s.min_objects, s.max_objects, shapes)
         return train, val
     if ds.root is None:
         raise ConfigError(f"dataset.root: the {ds.kind} task needs a dataset folder (--data-root)")

@@ -239,6 +239,34 @@ class ArchSpec:
         """Content hash, stable across processes and machines (16 hex digits of SHA-256)."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
 
+    @cached_property
+    def network_hash(self) -> str:
+        """Hash of the network the spec builds: equal for specs that differ only in dead genes.
+
+        It covers exactly what the builder reads: the stem, scaling and head, and the live blocks
+        in order with their parents, absorbed dead ends, endpoints and decoder source renumbered
+        over live blocks. (Deleting the dead blocks from the spec instead would not do: a live
+        block that lost its only, dead, child could then be absorbed by SpineNet's dead-end rule.)
+        """
+        live = sorted(self.live)
+        slot = {STEM: STEM, **{block: k for k, block in enumerate(live)}}
+        blocks = []
+        for i in live:
+            block = _plain(self.blocks[i])
+            del block["output"]  # an output block matters through `endpoints` and `absorbed` only
+            block["parents"] = [slot[p] for p in self.blocks[i].parents]
+            block["absorbed"] = [slot[j] for j in self.absorbed.get(i, ())]
+            blocks.append(block)
+        data = self.to_dict()
+        del data["name"], data["endpoint_levels"]
+        data.update(
+            blocks=blocks,
+            endpoints={str(level): slot[i] for level, i in sorted(self.endpoints.items())},
+            decoder_source=None if self.decoder_source is None else slot[self.decoder_source],
+        )
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def with_blocks(self, blocks: tuple[Block, ...] | list[Block], name: str = "") -> ArchSpec:
         return replace(self, blocks=tuple(blocks), name=name)
 

@@ -73,6 +73,28 @@ def test_dead_blocks_are_not_built() -> None:
     assert isinstance(absorbing, FuseNode) and len(absorbing.absorbed) == 1
 
 
+def test_specs_with_one_network_hash_build_one_network() -> None:
+    # Mutations that touch dead genes only (about 5 % of them) leave the network hash alone: the
+    # two specs must then build the same modules and compute exactly the same function.
+    from search_spaces.mutations import mutate
+
+    twins = []
+    for seed in range(40):
+        parent = sample(SearchSpace(), seed)
+        for k in range(5):
+            child, _ = mutate(parent, None, 10 * seed + k)
+            if child.hash != parent.hash and child.network_hash == parent.network_hash:
+                twins.append((parent, child))
+    assert len(twins) >= 4
+    x = torch.randn(1, 3, 48, 40)
+    for parent, child in twins[:4]:
+        outputs = []
+        for spec in (parent, child):
+            torch.manual_seed(0)
+            outputs.append(build_model(slim(spec), 5).eval()(x))
+        assert torch.equal(outputs[0], outputs[1])
+
+
 @pytest.mark.parametrize("name", published_names())
 def test_published_models_give_logits_at_odd_input_sizes(name: str) -> None:
     spec = slim(get_spec(name))

@@ -92,6 +92,24 @@ def test_synthetic_colour_marks_objects_but_not_their_class() -> None:
     assert len(set(hues)) == 3  # the dominant channel of disks varies: red, green and blue disks
 
 
+def test_synthetic_shape_subset_relabels_and_keeps_the_layout(_cache: Path) -> None:
+    # The same scene drawn with disks only and with rings only: the same objects in the same
+    # places (the layout does not depend on which shapes), rings being disks with holes.
+    disks = syn.render_scene(2, 5, 128, 2, 4, shapes=("disk",))[1]
+    rings = syn.render_scene(2, 5, 128, 2, 4, shapes=("ring",))[1]
+    assert set(np.unique(disks)) == {0, 1} and set(np.unique(rings)) <= {0, 1}
+    assert 0.4 < (rings == 1).sum() / (disks == 1).sum() < 0.9  # a ring keeps 1 - 0.55^2 of its disk
+    # A subset's labels run 1..len(shapes) in its order, and every one of them occurs.
+    data = SyntheticDataset(24, 64, seed=0, min_objects=2, max_objects=4, shapes=("ring", "bar", "disk"))
+    assert data.class_names == ("background", "ring", "bar", "disk") and data.num_classes == 4
+    assert set(np.unique(data.masks)) == {0, 1, 2, 3}
+    # Cached apart from the full vocabulary: the default dataset of the same seed is different.
+    assert not np.array_equal(SyntheticDataset(24, 64, seed=0, min_objects=2, max_objects=4).masks, data.masks)
+    assert len(list((_cache / "synthetic").glob("*-masks.npy"))) == 2
+    with pytest.raises(ValueError, match="shapes: must be distinct names"):
+        SyntheticDataset(4, 32, seed=0, shapes=("disk", "star"))
+
+
 def test_synthetic_dataset_is_cached_and_survives_a_corrupt_cache(_cache: Path) -> None:
     first = SyntheticDataset(6, 32, seed=5)
     files = sorted((_cache / "synthetic").glob("*.npy"))

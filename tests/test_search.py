@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -122,6 +123,37 @@ def test_a_duplicate_of_a_running_candidate_waits_for_its_result(tmp_path) -> No
     rows = search.store.rows
     assert [r["status"] for r in rows] == ["ok", "duplicate"]
     assert rows[1]["duplicate_of"] == running[0].id and rows[1]["miou"] == rows[0]["miou"]
+
+
+class DeadGeneTwins(RandomSearch):
+    """Proposes SpineNet-49 and then, over and over, the same network with an edited dead block."""
+
+    name = "random"
+
+    def ask(self, candidate_id):
+        candidate = super().ask(candidate_id)
+        spec = get_spec("spinenet-49")
+        if candidate_id % 2:  # block 17 reaches no endpoint (see test_spec)
+            blocks = list(spec.blocks)
+            blocks[17] = replace(blocks[17], dilation=2 ** (1 + candidate_id // 2 % 2))  # 2, 4, 2, ...
+            spec = spec.with_blocks(blocks, name=f"twin-{candidate_id}")
+        return type(candidate)(candidate_id, spec, "random")
+
+
+def test_a_spec_differing_only_in_dead_blocks_is_a_duplicate(tmp_path) -> None:
+    trained = []
+
+    def counting(candidate):
+        trained.append(candidate.spec.hash)
+        return evaluate(candidate)
+
+    search = Search(tmp_path / "run", DeadGeneTwins(SPACE, 0), Objective(), budget=3, max_duplicates=4)
+    evaluate_in_process(search, counting)
+    rows = search.store.rows
+    assert len(trained) == 1 and search.exhausted  # one network, trained once
+    assert len({r["spec_hash"] for r in rows}) == 3  # ... under three different spec hashes
+    assert [r["status"] for r in rows] == ["ok", "duplicate", "duplicate", "duplicate", "duplicate"]
+    assert all(r["duplicate_of"] == 0 and r["miou"] == rows[0]["miou"] for r in rows[1:])
 
 
 def test_failed_candidates_are_recorded_with_their_reason_and_the_search_goes_on(tmp_path) -> None:

@@ -53,6 +53,20 @@ def test_hash_ignores_name_and_parent_order_but_not_content() -> None:
     assert len({get_spec(n).hash for n in published_names()}) == len(published_names())
 
 
+def test_network_hash_ignores_dead_genes_only() -> None:
+    spec = get_spec("spinenet-49")
+    assert 17 not in spec.live  # SpineNet-49's level-2 output block reaches no endpoint
+    blocks = list(spec.blocks)
+    dead_edit = spec.with_blocks([*blocks[:17], replace(blocks[17], dilation=4, type="residual"), *blocks[18:]])
+    assert dead_edit.hash != spec.hash and dead_edit.network_hash == spec.network_hash
+    live_edit = spec.with_blocks([*blocks[:5], replace(blocks[5], dilation=2), *blocks[6:]])
+    assert live_edit.network_hash != spec.network_hash
+    # An output flag that moves which block is an endpoint changes the network; the name never does.
+    assert replace(spec, name="other").network_hash == spec.network_hash
+    nets = {get_spec(n).network_hash for n in published_names()}
+    assert len(nets) == len(published_names())
+
+
 def test_hash_is_stable_across_processes() -> None:
     # A fresh interpreter (own hash seed) must compute the same content hashes.
     names = published_names()

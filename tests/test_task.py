@@ -68,6 +68,8 @@ def _with(path: Path, **changes: object) -> Path:
         ({"channels_last": "yes"}, 'channels_last: expected true or false, got "yes"'),
         ({"precision": "fp8"}, 'precision: "fp8" is not one of fp32, bf16, fp16'),
         ({"fidelities": {}}, "fidelities: at least one preset"),
+        ({"dataset__synthetic__shapes": ["disk", "hexagon"]}, "dataset.synthetic.shapes: must be distinct names"),
+        ({"dataset__synthetic__shapes": ["disk", "disk"]}, "dataset.synthetic.shapes: must be distinct names"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path: Path, changes: dict, message: str) -> None:

@@ -5,7 +5,8 @@ a plain function in-process). It
 
 * hands out candidates: candidates interrupted by a crash first (each runs again once), then
   the baselines, then the controller's;
-* never trains a spec twice: a candidate whose spec hash is already recorded gets a
+* never trains a network twice: a candidate whose network (``ArchSpec.network_hash``: specs
+  that differ only in dead blocks build the same network) is already recorded gets a
   ``duplicate`` row with the first result's metrics, and the controller is told that result; one
   whose twin is still running waits for it;
 * records each result as a row of the run's Parquet table and tells the controller;
@@ -133,8 +134,9 @@ class Search:
     def _is_duplicate(self, candidate: Candidate) -> bool:
         if candidate.origin == "baseline" or candidate.id in self.attempts:
             return False  # baselines and reruns are never deduplicated away
-        first = self.store.first_by_hash().get(candidate.spec.hash)
-        running = next((c for c in self.pending.values() if c.spec.hash == candidate.spec.hash), None)
+        network = candidate.spec.network_hash
+        first = self.store.first_by_network().get(network)
+        running = next((c for c in self.pending.values() if c.spec.network_hash == network), None)
         if first is None and running is None:
             return False
         self.duplicates_in_a_row += 1
@@ -187,8 +189,9 @@ class Search:
         self.pending.pop(candidate.id, None)
         if candidate.origin != "baseline":  # baselines are reference points, outside the strategy's view
             self.controller.tell(candidate, values)
-        waiting = [c for c in self.parked if c.spec.hash == candidate.spec.hash]
-        self.parked = [c for c in self.parked if c.spec.hash != candidate.spec.hash]
+        network = candidate.spec.network_hash
+        waiting = [c for c in self.parked if c.spec.network_hash == network]
+        self.parked = [c for c in self.parked if c.spec.network_hash != network]
         for twin in waiting:
             self._record_duplicate(twin, row)
         self.save_state()
@@ -255,12 +258,12 @@ class Search:
             elif candidate.origin != "baseline":
                 self.controller.tell(candidate, self._values(row))  # the tell the crash interrupted
         self.controller.recover(self.rerun)
-        first = self.store.first_by_hash()
+        first = self.store.first_by_network()
         for twin in parked:
             if twin.id in recorded:
                 continue
-            if twin.spec.hash in first:
-                self._record_duplicate(twin, first[twin.spec.hash])
+            if twin.spec.network_hash in first:
+                self._record_duplicate(twin, first[twin.spec.network_hash])
             else:
                 self.rerun.append(twin)  # its original never finished: train it instead
         self.rerun.sort(key=lambda c: c.id)

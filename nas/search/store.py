@@ -8,7 +8,8 @@ Statuses: ``ok`` (trained and evaluated), ``failed`` (raised, diverged, ran out 
 worker was lost more often than the retries allow; ``error`` says which), ``pruned`` (stopped
 early by the scheduler; its metrics are the last evaluation's) and ``duplicate`` (its spec had
 already been evaluated in this search: not trained again, the first evaluation's metrics are
-copied and ``duplicate_of`` names that trial).
+copied and ``duplicate_of`` names that trial; the spec may differ from that trial's in dead
+blocks only).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nas.atomic import atomic_path
+from search_spaces import ArchSpec
 
 TABLE_NAME = "trials.parquet"
 STATUSES = ("ok", "failed", "pruned", "duplicate")
@@ -79,6 +81,7 @@ class ResultsStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.rows: list[dict[str, Any]] = []
+        self._network_of: dict[str, str] = {}  # spec hash -> network hash, parsed once per spec
         if self.path.exists():
             self.rows = read_rows(self.path)
 
@@ -102,12 +105,15 @@ class ResultsStore:
     def by_trial(self) -> dict[int, dict[str, Any]]:
         return {r["trial_id"]: r for r in self.rows}
 
-    def first_by_hash(self) -> dict[str, dict[str, Any]]:
-        """The first trained (non-duplicate) row of every spec hash."""
+    def first_by_network(self) -> dict[str, dict[str, Any]]:
+        """The first trained (non-duplicate) row of every network (`ArchSpec.network_hash`)."""
         found: dict[str, dict[str, Any]] = {}
         for r in self.rows:
             if r["status"] != "duplicate":
-                found.setdefault(r["spec_hash"], r)
+                network = self._network_of.get(r["spec_hash"])
+                if network is None:
+                    network = self._network_of[r["spec_hash"]] = ArchSpec.from_json(r["spec_json"]).network_hash
+                found.setdefault(network, r)
         return found
 
 

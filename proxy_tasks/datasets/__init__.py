@@ -9,20 +9,27 @@ from __future__ import annotations
 import numpy as np
 
 from .files import DatasetError, FileSegmentationDataset, cityscapes, folder, voc
-from .synthetic import CLASSES as SYNTHETIC_CLASSES
-from .synthetic import load_or_generate
+from .synthetic import SHAPES, load_or_generate
 
 
 class SyntheticDataset:
     """Synthetic scenes held in memory (see `proxy_tasks.datasets.synthetic`)."""
 
-    class_names = SYNTHETIC_CLASSES
-    num_classes = len(SYNTHETIC_CLASSES)
     fixed_size = True
     prescaled = True  # rendered at the fidelity's resolution already
 
-    def __init__(self, count: int, size: int, seed: int, min_objects: int = 5, max_objects: int = 12) -> None:
-        self.images, self.masks = load_or_generate(count, size, seed, min_objects, max_objects)
+    def __init__(
+        self,
+        count: int,
+        size: int,
+        seed: int,
+        min_objects: int = 5,
+        max_objects: int = 12,
+        shapes: tuple[str, ...] = SHAPES,
+    ) -> None:
+        self.class_names = ("background", *shapes)
+        self.num_classes = len(self.class_names)
+        self.images, self.masks = load_or_generate(count, size, seed, min_objects, max_objects, shapes=shapes)
 
     def __len__(self) -> int:
         return len(self.images)

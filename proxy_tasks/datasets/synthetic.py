@@ -46,7 +46,8 @@ import numpy as np
 
 from nas.atomic import atomic_path
 
-CLASSES = ("background", "disk", "ring", "square", "triangle", "cross", "bar")
+SHAPES = ("disk", "ring", "square", "triangle", "cross", "bar")  # the shape vocabulary
+CLASSES = ("background", *SHAPES)  # the default class list: every shape
 GENERATOR_VERSION = 6
 SQRT3 = float(np.sqrt(3.0))
 
@@ -79,25 +80,34 @@ def _chroma(rng: np.random.Generator) -> np.ndarray:
     return d / (np.linalg.norm(d) + 1e-9)
 
 
-def _shape_mask(cls: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Inside-mask of class ``cls``'s shape in the object's frame (unit radius)."""
+def check_shapes(shapes: tuple[str, ...]) -> None:
+    """Raise ValueError unless ``shapes`` is a non-empty list of distinct known shape names."""
+    unknown = [s for s in shapes if s not in SHAPES]
+    if unknown or not shapes or len(set(shapes)) != len(shapes):
+        raise ValueError(f"shapes: must be distinct names from {', '.join(SHAPES)}; got {list(shapes)}")
+
+
+def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Inside-mask of ``shape`` in the object's frame (unit radius)."""
     au, av = np.abs(u), np.abs(v)
-    if cls in (1, 2):
+    if shape in ("disk", "ring"):
         radius2 = u * u + v * v
-        return (radius2 <= 1.0) & (radius2 >= 0.55**2) if cls == 2 else radius2 <= 1.0
-    if cls == 3:
+        return (radius2 <= 1.0) & (radius2 >= 0.55**2) if shape == "ring" else radius2 <= 1.0
+    if shape == "square":
         return (au <= 0.8) & (av <= 0.8)
-    if cls == 4:
+    if shape == "triangle":
         return (v >= -0.5) & (v <= 1.0 - SQRT3 * u) & (v <= 1.0 + SQRT3 * u)
-    if cls == 5:
+    if shape == "cross":
         return ((au <= 0.25) & (av <= 1.0)) | ((av <= 0.25) & (au <= 1.0))
-    if cls == 6:
+    if shape == "bar":
         return (au <= 1.0) & (av <= 0.18)
-    raise ValueError(f"no shape for class {cls}")
+    raise ValueError(f"no shape {shape!r}")
 
 
-def scene_layout(seed: int, index: int, min_objects: int = 5, max_objects: int = 12) -> dict[str, np.ndarray]:
-    """The objects of a scene (class, radius, centre, angle, painting order), in image units.
+def scene_layout(
+    seed: int, index: int, min_objects: int = 5, max_objects: int = 12, num_shapes: int = len(SHAPES)
+) -> dict[str, np.ndarray]:
+    """The objects of a scene (class id 1..num_shapes, radius, centre, angle, painting order), in image units.
 
     One large object (r = 0.35-0.45), one small (r = 0.03-0.035: at least 10x smaller), the rest
     log-uniform in r = 0.10-0.35; the large one is painted first so that others may cover it.
@@ -109,7 +119,7 @@ def scene_layout(seed: int, index: int, min_objects: int = 5, max_objects: int =
     radii[1] = rng.uniform(0.03, 0.035)
     order = rng.permutation(count)
     return {
-        "classes": rng.integers(1, len(CLASSES), count),
+        "classes": rng.integers(1, num_shapes + 1, count),
         "radii": radii,
         "centres": rng.uniform(-0.05, 1.05, (count, 2)),
         "angles": rng.uniform(0, 2 * np.pi, count),
@@ -117,8 +127,10 @@ def scene_layout(seed: int, index: int, min_objects: int = 5, max_objects: int =
     }
 
 
-def render_scene(seed: int, index: int, size: int, min_objects: int = 5, max_objects: int = 12):
-    """One scene at ``size`` x ``size``: (image uint8 HxWx3, mask uint8 HxW)."""
+def render_scene(
+    seed: int, index: int, size: int, min_objects: int = 5, max_objects: int = 12, shapes: tuple[str, ...] = SHAPES
+):
+    """One scene at ``size`` x ``size``: (image uint8 HxWx3, mask uint8 HxW); label k is ``shapes[k - 1]``."""
     rng = np.random.default_rng((seed, index))
     coords = (np.arange(size, dtype=np.float32) + 0.5) / size  # pixel centres in [0, 1]
     y, x = coords[:, None], coords[None, :]
@@ -140,7 +152,7 @@ def render_scene(seed: int, index: int, size: int, min_objects: int = 5, max_obj
     image = (c0 + shade[..., None] * _unit(rng)).astype(np.float32)
     label = np.zeros((size, size), dtype=np.uint8)
 
-    layout = scene_layout(seed, index, min_objects, max_objects)
+    layout = scene_layout(seed, index, min_objects, max_objects, len(shapes))
     classes, radii, centres, angles = layout["classes"], layout["radii"], layout["centres"], layout["angles"]
     count = len(classes)
     # Saturated colours of random hue and brightness (chroma 70-110 in RGB distance from grey)
@@ -161,7 +173,7 @@ def render_scene(seed: int, index: int, size: int, min_objects: int = 5, max_obj
         cos, sin, inv_r = np.float32(np.cos(angles[k])), np.float32(np.sin(angles[k])), np.float32(1 / radii[k])
         u = (cos * dx + sin * dy) * inv_r
         v = (cos * dy - sin * dx) * inv_r
-        inside = _shape_mask(int(classes[k]), u, v)
+        inside = _shape_mask(shapes[classes[k] - 1], u, v)
         tex = _grating(np.random.default_rng(texture_seeds[k]), u, v, 1)
         obj = colours_a[k] + (colours_b[k] - colours_a[k]) * tex[..., None]
         window = image[y0:y1, x0:x1]
@@ -184,21 +196,36 @@ def render_scene(seed: int, index: int, size: int, min_objects: int = 5, max_obj
 
 
 def generate(
-    count: int, size: int, seed: int, min_objects: int = 5, max_objects: int = 12, start: int = 0
+    count: int,
+    size: int,
+    seed: int,
+    min_objects: int = 5,
+    max_objects: int = 12,
+    start: int = 0,
+    shapes: tuple[str, ...] = SHAPES,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scenes ``start .. start + count - 1`` as arrays (N x H x W x 3 uint8, N x H x W uint8)."""
     images = np.empty((count, size, size, 3), dtype=np.uint8)
     masks = np.empty((count, size, size), dtype=np.uint8)
     for i in range(count):
-        images[i], masks[i] = render_scene(seed, start + i, size, min_objects, max_objects)
+        images[i], masks[i] = render_scene(seed, start + i, size, min_objects, max_objects, shapes)
     return images, masks
 
 
 def load_or_generate(
-    count: int, size: int, seed: int, min_objects: int = 5, max_objects: int = 12, use_cache: bool = True
+    count: int,
+    size: int,
+    seed: int,
+    min_objects: int = 5,
+    max_objects: int = 12,
+    use_cache: bool = True,
+    shapes: tuple[str, ...] = SHAPES,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`generate`, cached on disk; a corrupt or partial cache file is regenerated."""
+    check_shapes(shapes)
     key = f"v{GENERATOR_VERSION}-n{count}-s{size}-seed{seed}-o{min_objects}-{max_objects}"
+    if shapes != SHAPES:
+        key += "-" + "-".join(shapes)
     folder = cache_dir() / "synthetic"
     image_file, mask_file = folder / f"{key}-images.npy", folder / f"{key}-masks.npy"
     if use_cache and image_file.is_file() and mask_file.is_file():
@@ -208,7 +235,7 @@ def load_or_generate(
                 return images, masks
         except (OSError, ValueError):
             pass  # fall through and regenerate
-    images, masks = generate(count, size, seed, min_objects, max_objects)
+    images, masks = generate(count, size, seed, min_objects, max_objects, shapes=shapes)
     if use_cache:
         try:
             for path, array in ((image_file, images), (mask_file, masks)):
