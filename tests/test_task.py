@@ -27,11 +27,15 @@ def test_synthetic_presets_render_at_their_sizes() -> None:
     # the native 256 px) with its own, higher learning rate; smoke stays at 64 px for the tests.
     task = load_task("synthetic")
     native = task.dataset.synthetic.image_size
-    sizes = {name: round(native * task.fidelity(name).resolution) for name in ("smoke", "proxy", "full")}
-    assert sizes == {"smoke": 64, "proxy": 128, "full": 256}
+    names = ("smoke", "proxy", "reference", "full")
+    sizes = {name: round(native * task.fidelity(name).resolution) for name in names}
+    assert sizes == {"smoke": 64, "proxy": 128, "reference": 256, "full": 256}
     proxy = task.fidelity("proxy")
     assert proxy.crop == sizes["proxy"] and proxy.lr is not None and proxy.lr > task.optimizer.lr
     assert proxy.steps * proxy.batch_size < task.fidelity("full").steps * task.fidelity("full").batch_size
+    # The CPU-affordable reference: the proxy's width at full resolution and a longer schedule.
+    reference = task.fidelity("reference")
+    assert reference.width == proxy.width and reference.crop == 256 and reference.steps > proxy.steps
 
 
 def test_task_files_round_trip(tmp_path: Path) -> None:
@@ -95,7 +99,8 @@ def test_missing_and_malformed_task_files(tmp_path: Path) -> None:
 
 
 def test_unknown_fidelity_is_named() -> None:
-    with pytest.raises(ConfigError, match="task 'synthetic' has no fidelity 'huge' \\(has: smoke, proxy, full\\)"):
+    message = "task 'synthetic' has no fidelity 'huge' \\(has: smoke, proxy, reference, full\\)"
+    with pytest.raises(ConfigError, match=message):
         load_task("synthetic").fidelity("huge")
 
 

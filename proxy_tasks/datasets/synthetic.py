@@ -14,6 +14,10 @@ id    name        shape (in the object's rotated frame, radius r)
 6     bar         a single bar 2 r long and 0.36 r wide
 ====  ==========  ==================================================================
 
+A task may keep a subset of the shapes (``dataset.synthetic.shapes: [disk, ring, cross, bar]``):
+its classes are then background and those shapes, labelled 1..k in the order given, and scenes
+keep the same layouts (positions, sizes, painting order) whatever the subset.
+
 Why it exercises both context and detail: a disk and a ring, or a bar and one arm of a cross,
 look the same locally and differ only at the scale of the whole object, which for large objects
 needs a large receptive field (dilation, ASPP, coarse levels); a disk, a square and a triangle
