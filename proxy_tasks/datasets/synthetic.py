@@ -15,8 +15,8 @@ id    name        shape (in the object's rotated frame, radius r)
 ====  ==========  ==================================================================
 
 A task may keep a subset of the shapes (``dataset.synthetic.shapes: [disk, ring, cross, bar]``):
-its classes are then background and those shapes, labelled 1..k in the order given, and scenes
-keep the same layouts (positions, sizes, painting order) whatever the subset.
+its classes are then background and those shapes, labelled 1..k in the order given. Two subsets of
+the same size give the same scenes with the shapes swapped (e.g. ``[disk]`` and ``[ring]``).
 
 Why it exercises both context and detail: a disk and a ring, or a bar and one arm of a cross,
 look the same locally and differ only at the scale of the whole object, which for large objects
