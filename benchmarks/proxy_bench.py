@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/proxy_bench.py loop    [--arch deeplabv3-resnet50] [--steps 100] [--workers N]
     .venv/bin/python benchmarks/proxy_bench.py cost    [--archs deeplabv3-resnet50 spinenet-49]
     .venv/bin/python benchmarks/proxy_bench.py signal  [--seeds 3] [--samples 5] [--reference full] [--jobs 2]
+                                                       [--out FILE | --results FILE]
 
 loop:   the trial's training throughput against a bare PyTorch loop on the same model, batch and
         optimizer over batches already in memory, in one run; ratio (goal >= 0.95) and the share
@@ -102,13 +103,22 @@ def _one_trial(job: tuple[str, str, str, int, str, int]) -> dict:
 
 
 def bench_signal(args: argparse.Namespace) -> None:
-    import itertools
+    import json
+
+    if args.results:  # summarise a finished (or interrupted) run's file without training anything
+        with open(args.results) as f:
+            saved = json.load(f)
+        _summarise_signal(saved["results"], saved["fidelity"], saved["reference"])
+        return
+    results = _run_signal(args)
+    _summarise_signal(results, args.fidelity, args.reference)
+
+
+def _run_signal(args: argparse.Namespace) -> dict[str, list[dict]]:
     import json
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor
-
-    from scipy.stats import kendalltau, spearmanr
 
     archs = [a for a in _architectures(args.samples) if not args.only or a.name in args.only]
     names = [spec.name or spec.hash[:10] for spec in archs]
@@ -124,38 +134,55 @@ def bench_signal(args: argparse.Namespace) -> None:
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for i, row in enumerate(pool.map(_one_trial, [(*job, threads) for job in jobs])):
             results[owner[i]].append(row)
-            print(f"  {owner[i]:<24} {row['fidelity']:<8} seed {row['seed']}  mIoU {row['miou']:.4f}  "
+            print(f"  {owner[i]:<24} {row['fidelity']:<9} seed {row['seed']}  mIoU {row['miou']:.4f}  "
                   f"{row['seconds']:.0f} s", flush=True)  # fmt: skip
             if args.out:  # every finished trial is kept, whatever happens to the rest
                 with open(args.out, "w") as f:
                     json.dump({"task": args.task, "fidelity": args.fidelity, "reference": args.reference,
                                "results": results}, f, indent=1)  # fmt: skip
     print(f"{len(jobs)} trials in {time.perf_counter() - start:.0f} s, {args.jobs} at a time x {threads} threads")
+    return results
 
-    proxy = {n: [r["miou"] for r in rows if r["fidelity"] == args.fidelity] for n, rows in results.items()}
+
+def _summarise_signal(results: dict[str, list[dict]], fidelity: str, reference: str | None) -> None:
+    import itertools
+
+    from scipy.stats import f_oneway, kendalltau, spearmanr
+
+    names = list(results)
+    proxy = {n: [r["miou"] for r in rows if r["fidelity"] == fidelity] for n, rows in results.items()}
+    seeds = min(len(v) for v in proxy.values())
     means = [statistics.mean(proxy[n]) for n in names]
-    print(f"\n{'architecture':<24} {args.fidelity} mIoU (mean +- std over {args.seeds} seeds)")
+    print(f"\n{'architecture':<24} {fidelity} mIoU (mean +- std over {seeds} seeds)")
     for n, m in zip(names, means):
         print(f"{n:<24} {m:.4f} +- {statistics.stdev(proxy[n]) if len(proxy[n]) > 1 else math.nan:.4f}")
-    if len(names) < 2 or args.seeds < 2:
+    if len(names) < 2 or seeds < 2:
         return  # spread and rank agreement need two architectures and two seeds
     noise = statistics.mean(statistics.stdev(proxy[n]) for n in names)
     spread = statistics.stdev(means)
     print(f"spread between architectures (std of means) {spread:.4f}; seed noise (mean std) {noise:.4f}; "
           f"ratio {spread / noise if noise else float('inf'):.2f}")  # fmt: skip
+    # Is the architecture effect real? One-way ANOVA of mIoU on architecture, seeds as replicates.
+    anova = f_oneway(*(proxy[n] for n in names))
+    print(f"one-way ANOVA over architectures: F = {anova.statistic:.2f}, p = {anova.pvalue:.2g}")
     # Would one seed rank the architectures as another seed does? Kendall tau over seed pairs.
     taus = [kendalltau([proxy[n][a] for n in names], [proxy[n][b] for n in names]).statistic
-            for a, b in itertools.combinations(range(args.seeds), 2)]  # fmt: skip
+            for a, b in itertools.combinations(range(seeds), 2)]  # fmt: skip
     print(f"seed-to-seed Kendall tau (one seed's ranking against another's): mean {statistics.mean(taus):.3f}, "
           f"min {min(taus):.3f} over {len(taus)} pairs")  # fmt: skip
-    if args.reference:
-        refs = [next(r["miou"] for r in results[n] if r["fidelity"] == args.reference) for n in names]
-        tau, rho = kendalltau(means, refs).statistic, spearmanr(means, refs).statistic
-        print(f"\n{'architecture':<24} {args.fidelity} mean   {args.reference}")
-        for n, m, r in zip(names, means, refs):
-            print(f"{n:<24} {m:.4f}        {r:.4f}")
-        print(f"Kendall tau {tau:.3f}, Spearman rho {rho:.3f} "
-              f"({args.fidelity} mean vs {args.reference}, {len(names)} architectures; goal tau >= 0.6)")  # fmt: skip
+    refs = [next((r["miou"] for r in results[n] if r["fidelity"] == reference), None) for n in names]
+    if reference is None or None in refs:
+        return
+    tau, rho = kendalltau(means, refs).statistic, spearmanr(means, refs).statistic
+    # What a search sees: one seed's ranking, not the mean of three.
+    single = [kendalltau([proxy[n][s] for n in names], refs).statistic for s in range(seeds)]
+    print(f"\n{'architecture':<24} {fidelity} mean   {reference}")
+    for n, m, r in zip(names, means, refs):
+        print(f"{n:<24} {m:.4f}        {r:.4f}")
+    print(f"Kendall tau {tau:.3f}, Spearman rho {rho:.3f} "
+          f"({fidelity} mean vs {reference}, {len(names)} architectures; goal tau >= 0.6)")  # fmt: skip
+    print(f"one {fidelity} seed against {reference}: Kendall tau {', '.join(f'{t:.3f}' for t in single)} "
+          f"(mean {statistics.mean(single):.3f})")  # fmt: skip
 
 
 def main() -> None:
@@ -174,6 +201,7 @@ def main() -> None:
     parser.add_argument("--reference", help="fidelity to rank against (e.g. full, or reference on a CPU)")
     parser.add_argument("--jobs", type=int, default=1, help="trials at a time (signal; CPU threads are shared)")
     parser.add_argument("--out", help="signal: write every finished trial's result to this JSON file")
+    parser.add_argument("--results", help="signal: summarise a file written by --out instead of training")
     args = parser.parse_args()
     {"loop": bench_loop, "cost": bench_cost, "signal": bench_signal}[args.which](args)
 
