@@ -30,8 +30,12 @@ TARGET = sample(SPACE, 12345)
 
 
 def likeness(spec) -> float:
-    """A cheap deterministic objective over specs: block-by-block agreement with a hidden target."""
-    pairs = list(zip(spec.blocks, TARGET.blocks))
+    """A cheap deterministic objective: agreement of the live blocks, in order, with a hidden target.
+
+    Like a trained mIoU it is a function of the network (dead genes do not count), so network
+    twins, which the search deduplicates, score the same.
+    """
+    pairs = list(zip([spec.blocks[i] for i in sorted(spec.live)], TARGET.blocks))
     same = sum((a.level == b.level) + (a.dilation == b.dilation) + (a.type == b.type) for a, b in pairs)
     return same / (3 * len(TARGET.blocks))
 
@@ -47,14 +51,15 @@ def run(tmp_path, controller, budget, baselines=(), name="run") -> Search:
 def test_evolution_beats_random_at_equal_budget_over_seeds(tmp_path) -> None:
     seed_spec = get_spec("deeplabv3-resnet50")
     best = {"random": [], "evolution": []}
-    for seed in range(4):
+    for seed in range(8):
         evolution = RegularizedEvolution(SPACE, seed, population=10, sample_size=5, seeds=(seed_spec,))
         best["evolution"].append(run(tmp_path, evolution, 120, name=f"e{seed}").summary()["best"]["objective"])
         best["random"].append(
             run(tmp_path, RandomSearch(SPACE, seed), 120, name=f"r{seed}").summary()["best"]["objective"]
         )
-    assert statistics.mean(best["evolution"]) > statistics.mean(best["random"]) + 0.05, best
-    assert sum(e > r for e, r in zip(best["evolution"], best["random"])) >= 3, best
+    # Measured: 0.574 against 0.516, evolution ahead on all 8 seeds; equal strategies would tie.
+    assert statistics.mean(best["evolution"]) > statistics.mean(best["random"]) + 0.04, best
+    assert sum(e > r for e, r in zip(best["evolution"], best["random"])) >= 7, best
 
 
 @pytest.mark.parametrize("strategy", ["random", "evolution", "tpe"])
