@@ -99,15 +99,21 @@ class Repeating(RandomSearch):
         return type(candidate)(candidate_id, spec, "random")
 
 
-def test_a_duplicate_is_never_trained_again_and_reuses_the_recorded_result(tmp_path) -> None:
+def train_counting(search: Search) -> list[str]:
+    """Run ``search`` in-process; the spec hashes it actually trained, in order."""
     trained = []
 
     def counting(candidate):
         trained.append(candidate.spec.hash)
         return evaluate(candidate)
 
-    search = Search(tmp_path / "run", Repeating(SPACE, 0), Objective(), budget=5, max_duplicates=10)
     evaluate_in_process(search, counting)
+    return trained
+
+
+def test_a_duplicate_is_never_trained_again_and_reuses_the_recorded_result(tmp_path) -> None:
+    search = Search(tmp_path / "run", Repeating(SPACE, 0), Objective(), budget=5, max_duplicates=10)
+    trained = train_counting(search)
     rows = pd.DataFrame(search.store.rows)
     assert len(trained) == len(set(trained)) == 3  # each distinct spec trained once
     dups = rows[rows["status"] == "duplicate"]
@@ -146,14 +152,8 @@ class DeadGeneTwins(RandomSearch):
 
 
 def test_a_spec_differing_only_in_dead_blocks_is_a_duplicate(tmp_path) -> None:
-    trained = []
-
-    def counting(candidate):
-        trained.append(candidate.spec.hash)
-        return evaluate(candidate)
-
     search = Search(tmp_path / "run", DeadGeneTwins(SPACE, 0), Objective(), budget=3, max_duplicates=4)
-    evaluate_in_process(search, counting)
+    trained = train_counting(search)
     rows = search.store.rows
     assert len(trained) == 1 and search.exhausted  # one network, trained once
     assert len({r["spec_hash"] for r in rows}) == 3  # ... under three different spec hashes
