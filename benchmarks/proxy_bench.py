@@ -19,6 +19,7 @@ signal: proxy mIoU mean +- std over seeds for a fixed set of architectures (Deep
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import time
@@ -103,8 +104,6 @@ def _one_trial(job: tuple[str, str, str, int, str, int]) -> dict:
 
 
 def bench_signal(args: argparse.Namespace) -> None:
-    import json
-
     if args.results:  # summarise a finished (or interrupted) run's file without training anything
         with open(args.results) as f:
             saved = json.load(f)
@@ -115,26 +114,24 @@ def bench_signal(args: argparse.Namespace) -> None:
 
 
 def _run_signal(args: argparse.Namespace) -> dict[str, list[dict]]:
-    import json
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor
 
     archs = [a for a in _architectures(args.samples) if not args.only or a.name in args.only]
     names = [spec.name or spec.hash[:10] for spec in archs]
-    jobs = [(spec.to_json(), args.task, args.fidelity, s, args.device) for spec in archs for s in range(args.seeds)]
-    if args.reference:
-        jobs += [(spec.to_json(), args.task, args.reference, 0, args.device) for spec in archs]
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.device == "cpu" else 1
-    owner = {i: names[i // args.seeds] if i < len(archs) * args.seeds else names[i - len(archs) * args.seeds]
-             for i in range(len(jobs))}  # fmt: skip
+    runs = [(name, spec, args.fidelity, seed) for name, spec in zip(names, archs) for seed in range(args.seeds)]
+    if args.reference:
+        runs += [(name, spec, args.reference, 0) for name, spec in zip(names, archs)]
+    jobs = [(spec.to_json(), args.task, fidelity, seed, args.device, threads) for _, spec, fidelity, seed in runs]
     results: dict[str, list[dict]] = {n: [] for n in names}
     start = time.perf_counter()
     # Spawned workers: a forked child of a process that has used OpenMP threads can hang.
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for i, row in enumerate(pool.map(_one_trial, [(*job, threads) for job in jobs])):
-            results[owner[i]].append(row)
-            print(f"  {owner[i]:<24} {row['fidelity']:<9} seed {row['seed']}  mIoU {row['miou']:.4f}  "
+        for (name, *_), row in zip(runs, pool.map(_one_trial, jobs)):
+            results[name].append(row)
+            print(f"  {name:<24} {row['fidelity']:<9} seed {row['seed']}  mIoU {row['miou']:.4f}  "
                   f"{row['seconds']:.0f} s", flush=True)  # fmt: skip
             if args.out:  # every finished trial is kept, whatever happens to the rest
                 with open(args.out, "w") as f:
@@ -203,6 +200,8 @@ def main() -> None:
     parser.add_argument("--out", help="signal: write every finished trial's result to this JSON file")
     parser.add_argument("--results", help="signal: summarise a file written by --out instead of training")
     args = parser.parse_args()
+    if args.reference == args.fidelity:  # their runs would be told apart by fidelity only
+        parser.error(f"--reference must differ from --fidelity ({args.fidelity}); seed-to-seed tau covers that")
     {"loop": bench_loop, "cost": bench_cost, "signal": bench_signal}[args.which](args)
 
 

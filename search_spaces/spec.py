@@ -232,12 +232,12 @@ class ArchSpec:
         """Key-sorted, whitespace-free JSON of everything but the name: the hashed form."""
         data = self.to_dict()
         del data["name"]
-        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return _canonical(data)
 
     @cached_property
     def hash(self) -> str:
         """Content hash, stable across processes and machines (16 hex digits of SHA-256)."""
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+        return _digest(self.canonical_json())
 
     @cached_property
     def network_hash(self) -> str:
@@ -264,8 +264,7 @@ class ArchSpec:
             endpoints={str(level): slot[i] for level, i in sorted(self.endpoints.items())},
             decoder_source=None if self.decoder_source is None else slot[self.decoder_source],
         )
-        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return _digest(_canonical(data))
 
     def with_blocks(self, blocks: tuple[Block, ...] | list[Block], name: str = "") -> ArchSpec:
         return replace(self, blocks=tuple(blocks), name=name)
@@ -274,6 +273,16 @@ class ArchSpec:
 def scaled_width(width: int, scaling: Scaling) -> int:
     # SpineNet truncates: int(64 * 0.65) = 41.
     return int(width * scaling.filter_size_scale)
+
+
+def _canonical(data: dict[str, Any]) -> str:
+    """Key-sorted, whitespace-free JSON: one text per content."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _digest(text: str) -> str:
+    """16 hex digits of SHA-256."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _plain(obj: Any) -> dict[str, Any]:
