@@ -12,8 +12,10 @@ cost:   wall seconds per `proxy` trial (goal <= 60 s on a 2-core CPU).
 signal: proxy mIoU mean +- std over seeds for a fixed set of architectures (DeepLabv3/v3+,
         SpineNet-49, seeded random samples); the spread between architectures against the seed
         noise; the seed-to-seed Kendall tau (how far one seed's ranking predicts another's); with
-        --reference FIDELITY also Kendall tau / Spearman rho between proxy and reference mIoU (one
-        reference run per architecture).
+        --reference FIDELITY also Kendall tau / Spearman rho between the proxy and the reference
+        mIoU (mean over --reference-seeds runs per architecture; with 2+, the reference's own
+        seed-to-seed tau, the most any proxy can reach). --out FILE keeps every finished trial and
+        resumes: trials already in FILE are not run again.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from nas.atomic import atomic_path
 from proxy_tasks.loader import train_loader
 from proxy_tasks.task import build_datasets, load_task, scale_spec
 from proxy_tasks.trial import make_optimizer, poly_schedule, run_trial
@@ -105,8 +108,7 @@ def _one_trial(job: tuple[str, str, str, int, str, int]) -> dict:
 
 def bench_signal(args: argparse.Namespace) -> None:
     if args.results:  # summarise a finished (or interrupted) run's file without training anything
-        with open(args.results) as f:
-            saved = json.load(f)
+        saved = _load_signal(args.results)
         _summarise_signal(saved["results"], saved["fidelity"], saved["reference"])
         return
     results = _run_signal(args)
@@ -123,9 +125,15 @@ def _run_signal(args: argparse.Namespace) -> dict[str, list[dict]]:
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.device == "cpu" else 1
     runs = [(name, spec, args.fidelity, seed) for name, spec in zip(names, archs) for seed in range(args.seeds)]
     if args.reference:
-        runs += [(name, spec, args.reference, 0) for name, spec in zip(names, archs)]
-    jobs = [(spec.to_json(), args.task, fidelity, seed, args.device, threads) for _, spec, fidelity, seed in runs]
+        runs += [(name, spec, args.reference, seed)
+                 for name, spec in zip(names, archs) for seed in range(args.reference_seeds)]  # fmt: skip
     results: dict[str, list[dict]] = {n: [] for n in names}
+    if args.out and os.path.exists(args.out):  # resume: the trials already in the file are not run again
+        results |= _load_signal(args.out, args.task)["results"]
+        done = {(n, r["fidelity"], r["seed"]) for n, rows in results.items() for r in rows}
+        runs = [run for run in runs if (run[0], run[2], run[3]) not in done]
+        print(f"{args.out}: {len(done)} trials already there, {len(runs)} to run")
+    jobs = [(spec.to_json(), args.task, fidelity, seed, args.device, threads) for _, spec, fidelity, seed in runs]
     start = time.perf_counter()
     # Spawned workers: a forked child of a process that has used OpenMP threads can hang.
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -134,52 +142,86 @@ def _run_signal(args: argparse.Namespace) -> dict[str, list[dict]]:
             print(f"  {name:<24} {row['fidelity']:<9} seed {row['seed']}  mIoU {row['miou']:.4f}  "
                   f"{row['seconds']:.0f} s", flush=True)  # fmt: skip
             if args.out:  # every finished trial is kept, whatever happens to the rest
-                with open(args.out, "w") as f:
+                with atomic_path(args.out) as tmp, open(tmp, "w") as f:
                     json.dump({"task": args.task, "fidelity": args.fidelity, "reference": args.reference,
                                "results": results}, f, indent=1)  # fmt: skip
     print(f"{len(jobs)} trials in {time.perf_counter() - start:.0f} s, {args.jobs} at a time x {threads} threads")
-    return results
+    return {n: results[n] for n in names}
+
+
+def _load_signal(path: str, task: str | None = None) -> dict:
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        if not isinstance(saved["results"], dict):
+            raise TypeError("results is not a mapping")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"{path}: not a signal results file ({type(exc).__name__}: {exc})") from None
+    if task is not None and saved.get("task") != task:
+        raise SystemExit(f"{path}: holds trials of task {saved.get('task')!r}, not {task!r}; use another --out")
+    return saved
 
 
 def _summarise_signal(results: dict[str, list[dict]], fidelity: str, reference: str | None) -> None:
-    import itertools
-
-    from scipy.stats import f_oneway, kendalltau, spearmanr
+    from scipy.stats import kendalltau, spearmanr
 
     names = list(results)
-    proxy = {n: [r["miou"] for r in rows if r["fidelity"] == fidelity] for n, rows in results.items()}
-    seeds = min(len(v) for v in proxy.values())
-    means = [statistics.mean(proxy[n]) for n in names]
+    proxy = _seed_table(results, fidelity)
+    if proxy is None:
+        return
+    means = _print_seed_stats(proxy, fidelity)
+    ref = _seed_table(results, reference) if reference else None
+    if ref is None:
+        return
+    ref_means = _print_seed_stats(ref, reference)
+    tau, rho = kendalltau(means, ref_means).statistic, spearmanr(means, ref_means).statistic
+    print(f"\n{'architecture':<24} {fidelity} mean   {reference} mean")
+    for n, m, r in zip(names, means, ref_means):
+        print(f"{n:<24} {m:.4f}        {r:.4f}")
+    print(f"Kendall tau {tau:.3f}, Spearman rho {rho:.3f} ({fidelity} mean vs {reference} mean of "
+          f"{len(ref[names[0]])} seeds, {len(names)} architectures; goal tau >= 0.6)")  # fmt: skip
+    # What a search sees: one seed's ranking, not the mean of three.
+    single = [kendalltau([proxy[n][s] for n in names], ref_means).statistic for s in range(len(proxy[names[0]]))]
+    print(f"one {fidelity} seed against the {reference} mean: Kendall tau {', '.join(f'{t:.3f}' for t in single)} "
+          f"(mean {statistics.mean(single):.3f})")  # fmt: skip
+
+
+def _seed_table(results: dict[str, list[dict]], fidelity: str) -> dict[str, list[float]] | None:
+    """mIoU per architecture over the seeds every architecture has at ``fidelity`` (None: some have none)."""
+    by_seed = {n: {r["seed"]: r["miou"] for r in rows if r["fidelity"] == fidelity} for n, rows in results.items()}
+    seeds = sorted(set.intersection(*(set(v) for v in by_seed.values())))
+    if not seeds:
+        return None
+    return {n: [v[s] for s in seeds] for n, v in by_seed.items()}
+
+
+def _print_seed_stats(table: dict[str, list[float]], fidelity: str) -> list[float]:
+    """Mean +- std per architecture; with 2+ seeds, the spread against the noise and the seed-to-seed tau."""
+    import itertools
+
+    from scipy.stats import f_oneway, kendalltau
+
+    names, seeds = list(table), len(next(iter(table.values())))
+    means = [statistics.mean(table[n]) for n in names]
     print(f"\n{'architecture':<24} {fidelity} mIoU (mean +- std over {seeds} seeds)")
     for n, m in zip(names, means):
-        print(f"{n:<24} {m:.4f} +- {statistics.stdev(proxy[n]) if len(proxy[n]) > 1 else math.nan:.4f}")
+        print(f"{n:<24} {m:.4f} +- {statistics.stdev(table[n]) if seeds > 1 else math.nan:.4f}")
     if len(names) < 2 or seeds < 2:
-        return  # spread and rank agreement need two architectures and two seeds
-    noise = statistics.mean(statistics.stdev(proxy[n]) for n in names)
+        return means  # spread and rank agreement need two architectures and two seeds
+    noise = statistics.mean(statistics.stdev(table[n]) for n in names)
     spread = statistics.stdev(means)
     print(f"spread between architectures (std of means) {spread:.4f}; seed noise (mean std) {noise:.4f}; "
           f"ratio {spread / noise if noise else float('inf'):.2f}")  # fmt: skip
     # Is the architecture effect real? One-way ANOVA of mIoU on architecture, seeds as replicates.
-    anova = f_oneway(*(proxy[n] for n in names))
+    anova = f_oneway(*(table[n] for n in names))
     print(f"one-way ANOVA over architectures: F = {anova.statistic:.2f}, p = {anova.pvalue:.2g}")
-    # Would one seed rank the architectures as another seed does? Kendall tau over seed pairs.
-    taus = [kendalltau([proxy[n][a] for n in names], [proxy[n][b] for n in names]).statistic
+    # Would one seed rank the architectures as another seed does? Kendall tau over seed pairs. This
+    # bounds what any cheaper fidelity can reach against this one.
+    taus = [kendalltau([table[n][a] for n in names], [table[n][b] for n in names]).statistic
             for a, b in itertools.combinations(range(seeds), 2)]  # fmt: skip
-    print(f"seed-to-seed Kendall tau (one seed's ranking against another's): mean {statistics.mean(taus):.3f}, "
-          f"min {min(taus):.3f} over {len(taus)} pairs")  # fmt: skip
-    refs = [next((r["miou"] for r in results[n] if r["fidelity"] == reference), None) for n in names]
-    if reference is None or None in refs:
-        return
-    tau, rho = kendalltau(means, refs).statistic, spearmanr(means, refs).statistic
-    # What a search sees: one seed's ranking, not the mean of three.
-    single = [kendalltau([proxy[n][s] for n in names], refs).statistic for s in range(seeds)]
-    print(f"\n{'architecture':<24} {fidelity} mean   {reference}")
-    for n, m, r in zip(names, means, refs):
-        print(f"{n:<24} {m:.4f}        {r:.4f}")
-    print(f"Kendall tau {tau:.3f}, Spearman rho {rho:.3f} "
-          f"({fidelity} mean vs {reference}, {len(names)} architectures; goal tau >= 0.6)")  # fmt: skip
-    print(f"one {fidelity} seed against {reference}: Kendall tau {', '.join(f'{t:.3f}' for t in single)} "
-          f"(mean {statistics.mean(single):.3f})")  # fmt: skip
+    print(f"{fidelity} seed-to-seed Kendall tau (one seed's ranking against another's): "
+          f"{', '.join(f'{t:.3f}' for t in taus)} (mean {statistics.mean(taus):.3f})")  # fmt: skip
+    return means
 
 
 def main() -> None:
@@ -196,6 +238,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--only", nargs="+", help="signal: just these of the architectures (e.g. spinenet-49)")
     parser.add_argument("--reference", help="fidelity to rank against (e.g. full, or reference on a CPU)")
+    parser.add_argument("--reference-seeds", type=int, default=1, help="signal: reference runs per architecture")
     parser.add_argument("--jobs", type=int, default=1, help="trials at a time (signal; CPU threads are shared)")
     parser.add_argument("--out", help="signal: write every finished trial's result to this JSON file")
     parser.add_argument("--results", help="signal: summarise a file written by --out instead of training")

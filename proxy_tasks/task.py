@@ -64,11 +64,16 @@ class Fidelity:
     train_images: int | None = None  # use the first N training images (None: all)
     val_images: int | None = None
     lr: float | None = None  # overrides optimizer.lr
+    # evaluate an exponential moving average of the weights and BN statistics with this decay
+    # (None: the weights as trained); it damps the last steps' jitter in a short schedule
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         _positive(self, "resolution", "crop", "width", "steps", "batch_size")
         if self.eval_every < 0:
             raise ConfigError(f"eval_every: must be >= 0, got {self.eval_every}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"ema_decay: must be in (0, 1) or null, got {self.ema_decay}")
         for name in ("train_images", "val_images", "resample_alpha", "lr"):
             value = getattr(self, name)
             if value is not None and value <= 0:

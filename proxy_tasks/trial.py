@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from nas.atomic import atomic_path
 from nas.builder import build_model
@@ -98,6 +99,12 @@ def run_trial(
     use_autocast = autocast_dtype is not None and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_autocast and task.precision == "fp16")
     forward = torch.compile(model) if task.compile else model
+    ema = (  # the weights that are evaluated and kept, when the fidelity asks for an average
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(fid.ema_decay), use_buffers=True)
+        if fid.ema_decay
+        else None
+    )
+    evaluated = ema.module if ema is not None else model
 
     result = TrialResult(
         spec_hash=spec.hash, fidelity=fidelity, seed=seed, device=str(device), num_classes=num_classes,
@@ -111,6 +118,10 @@ def run_trial(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            if "ema" not in state:
+                raise ResumeError(f"{state_file}: checkpoint has no weight average, this fidelity keeps one")
+            ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["rng"].cpu())
         step = result.resumed_from_step = int(state["step"])
         result.loss_curve = [tuple(p) for p in state["loss_curve"]]
@@ -139,6 +150,8 @@ def run_trial(
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             loss_value = float(loss.detach())  # also synchronises, so the timing below is real
             result.train_seconds += time.perf_counter() - tick
@@ -154,13 +167,14 @@ def run_trial(
                 progress(step, fid.steps, loss_value)
             if (fid.eval_every and step % fid.eval_every == 0) or step == fid.steps:
                 tock = time.perf_counter()
-                summary = evaluate(model, val_data, task, fid, device, memory_format, forward)
+                summary = evaluate(evaluated, val_data, task, fid, device, memory_format,
+                                   forward if ema is None else None)  # fmt: skip
                 result.eval_seconds += time.perf_counter() - tock
                 result.miou, result.pixel_accuracy = summary["miou"], summary["pixel_accuracy"]
                 result.per_class_iou = summary["per_class_iou"]
                 result.history.append({"step": step, "miou": summary["miou"], "loss": loss_value})
                 if state_file:
-                    _save_state(state_file, model, optimizer, scheduler, scaler, step, result, data_wait)
+                    _save_state(state_file, model, optimizer, scheduler, scaler, step, result, data_wait, ema)
                 stop = report({**result.history[-1], "pixel_accuracy": summary["pixel_accuracy"]}) if report else None
                 if stop and step < fid.steps:
                     result.status = "pruned"
@@ -176,7 +190,7 @@ def run_trial(
 
     result.steps = step
     if on_trained is not None:
-        on_trained(model)  # e.g. to save the trained weights
+        on_trained(evaluated)  # e.g. to save the trained weights
     result.loss_final = result.loss_curve[-1][1] if result.loss_curve else math.nan
     done = result.train_seconds  # cumulative over resumptions, like ``step``
     result.images_per_second = step * fid.batch_size / done if done else 0.0
@@ -263,8 +277,10 @@ def _load_state(path: Path, device: torch.device, spec_hash: str, fidelity: str,
     return state
 
 
-def _save_state(path: Path, model, optimizer, scheduler, scaler, step: int, result: TrialResult, data_wait: float):
+def _save_state(path: Path, model, optimizer, scheduler, scaler, step: int, result: TrialResult, data_wait: float,
+                ema: AveragedModel | None = None):  # fmt: skip
     state = {
+        **({"ema": ema.state_dict()} if ema is not None else {}),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),

@@ -66,6 +66,7 @@ def _with(path: Path, **changes: object) -> Path:
         ({"optimizer__name": "lion"}, 'optimizer.name: "lion" is not one of sgd, adamw'),
         ({"fidelities__proxy__steps": 0}, "fidelities.proxy.steps: must be > 0, got 0"),
         ({"fidelities__proxy__crop": 1.5}, "fidelities.proxy.crop: expected an integer, got 1.5"),
+        ({"fidelities__proxy__ema_decay": 1.0}, "fidelities.proxy.ema_decay: must be in (0, 1) or null, got 1.0"),
         ({"fidelities__smoke__epochs": 3}, "fidelities.smoke: unknown key 'epochs'"),
         ({"dataset__kind": "coco"}, 'dataset.kind: "coco" is not one of'),
         ({"augment__scale_min": 3.0}, "augment.scale_min: [3.0, 1.1] is not a valid scale range"),

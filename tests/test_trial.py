@@ -23,9 +23,9 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def _task(steps: int = 4, eval_every: int = 0, workers: int = 0, **optimizer: object):
+def _task(steps: int = 4, eval_every: int = 0, workers: int = 0, ema_decay: float | None = None, **optimizer: object):
     task = load_task("synthetic")
-    smoke = replace(task.fidelity("smoke"), steps=steps, eval_every=eval_every)
+    smoke = replace(task.fidelity("smoke"), steps=steps, eval_every=eval_every, ema_decay=ema_decay)
     return replace(
         task, fidelities={**task.fidelities, "smoke": smoke}, workers=workers,
         optimizer=replace(task.optimizer, **optimizer),
@@ -74,6 +74,30 @@ def test_interrupted_trial_resumes_to_the_same_result(tmp_path: Path) -> None:
     assert resumed.miou == pytest.approx(whole.miou, abs=1e-6)
 
 
+def test_weight_average_is_what_is_evaluated_and_kept_and_it_resumes(tmp_path: Path) -> None:
+    spec = get_spec("deeplabv3plus-resnet50")
+    kept: dict[str, dict[str, torch.Tensor]] = {}
+
+    def keep(name: str):
+        return lambda model: kept.update({name: {k: v.clone() for k, v in model.state_dict().items()}})
+
+    plain = run_trial(spec, _task(steps=6, eval_every=2), "smoke", seed=2, on_trained=keep("plain"))
+    averaged = run_trial(spec, _task(steps=6, eval_every=2, ema_decay=0.5), "smoke", seed=2, on_trained=keep("ema"))
+    # The average only changes what is evaluated: training (the loss curve) is the same run.
+    assert averaged.loss_curve == plain.loss_curve and averaged.status == "ok"
+    assert averaged.miou != plain.miou or averaged.pixel_accuracy != plain.pixel_accuracy
+    weights = [k for k, v in kept["plain"].items() if v.is_floating_point()]
+    assert all(kept["ema"][k].shape == kept["plain"][k].shape for k in weights)
+    assert any(not torch.equal(kept["ema"][k], kept["plain"][k]) for k in weights)
+    # Killed after the first evaluation and resumed: the same average, the same metrics.
+    task = _task(steps=6, eval_every=2, ema_decay=0.5)
+    run_trial(spec, task, "smoke", seed=2, checkpoint_dir=tmp_path, report=lambda m: True)
+    resumed = run_trial(spec, task, "smoke", seed=2, checkpoint_dir=tmp_path, on_trained=keep("resumed"))
+    assert resumed.resumed_from_step == 2 and resumed.miou == pytest.approx(averaged.miou, abs=1e-6)
+    for k in weights:
+        torch.testing.assert_close(kept["resumed"][k], kept["ema"][k])
+
+
 def test_resume_refuses_a_foreign_or_damaged_checkpoint(tmp_path: Path) -> None:
     from proxy_tasks.trial import ResumeError
 
@@ -83,6 +107,10 @@ def test_resume_refuses_a_foreign_or_damaged_checkpoint(tmp_path: Path) -> None:
         run_trial(get_spec("deeplabv3-resnet50"), task, "smoke", seed=0, checkpoint_dir=tmp_path)
     with pytest.raises(ResumeError, match=r"seed 0; this trial is spec .* seed 1"):
         run_trial(get_spec("spinenet-49"), task, "smoke", seed=1, checkpoint_dir=tmp_path)
+    with pytest.raises(ResumeError, match="checkpoint has no weight average, this fidelity keeps one"):
+        run_trial(
+            get_spec("spinenet-49"), _task(steps=4, eval_every=2, ema_decay=0.9), "smoke", checkpoint_dir=tmp_path
+        )
     (tmp_path / CHECKPOINT_NAME).write_bytes(b"truncated")
     with pytest.raises(ResumeError, match="unreadable trial checkpoint"):
         run_trial(get_spec("spinenet-49"), task, "smoke", seed=0, checkpoint_dir=tmp_path)
