@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from nas.atomic import atomic_path
+from proxy_tasks.datasets.synthetic import GENERATOR_VERSION
 from proxy_tasks.loader import train_loader
 from proxy_tasks.task import build_datasets, load_task, scale_spec
 from proxy_tasks.trial import make_optimizer, poly_schedule, run_trial
@@ -103,7 +104,8 @@ def _one_trial(job: tuple[str, str, str, int, str, int]) -> dict:
     torch.set_num_threads(threads)
     result = run_trial(ArchSpec.from_json(spec_json), load_task(task_ref), fidelity, seed=seed, device=device)
     return {"fidelity": fidelity, "seed": seed, "miou": result.miou, "per_class_iou": result.per_class_iou,
-            "seconds": result.train_seconds + result.eval_seconds, "status": result.status}  # fmt: skip
+            "seconds": result.train_seconds + result.eval_seconds, "status": result.status,
+            "spec_hash": result.spec_hash}  # fmt: skip
 
 
 def bench_signal(args: argparse.Namespace) -> None:
@@ -118,7 +120,7 @@ def bench_signal(args: argparse.Namespace) -> None:
 def _run_signal(args: argparse.Namespace) -> dict[str, list[dict]]:
     import multiprocessing
     import os
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     archs = [a for a in _architectures(args.samples) if not args.only or a.name in args.only]
     names = [spec.name or spec.hash[:10] for spec in archs]
@@ -130,14 +132,22 @@ def _run_signal(args: argparse.Namespace) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = {n: [] for n in names}
     if args.out and os.path.exists(args.out):  # resume: the trials already in the file are not run again
         results |= _load_signal(args.out, args.task)["results"]
-        done = {(n, r["fidelity"], r["seed"]) for n, rows in results.items() for r in rows}
+    if args.reference_from:  # reference trials measured elsewhere (`full` on a GPU) count as done
+        for name, rows in _stored_reference(args.reference_from, args.task, args.reference, names, archs).items():
+            have = {(r["fidelity"], r["seed"]) for r in results[name]}
+            results[name] += [r for r in rows if (r["fidelity"], r["seed"]) not in have]
+    done = {(n, r["fidelity"], r["seed"]) for n, rows in results.items() for r in rows}
+    if done:
         runs = [run for run in runs if (run[0], run[2], run[3]) not in done]
-        print(f"{args.out}: {len(done)} trials already there, {len(runs)} to run")
+        print(f"{len(done)} trials already done, {len(runs)} to run")
     jobs = [(spec.to_json(), args.task, fidelity, seed, args.device, threads) for _, spec, fidelity, seed in runs]
     start = time.perf_counter()
     # Spawned workers: a forked child of a process that has used OpenMP threads can hang.
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for (name, *_), row in zip(runs, pool.map(_one_trial, jobs)):
+        # Kept as each finishes, not in submission order: a slow trial holds none of the others back.
+        futures = {pool.submit(_one_trial, job): name for (name, *_), job in zip(runs, jobs)}
+        for future in as_completed(futures):
+            name, row = futures[future], future.result()
             results[name].append(row)
             print(f"  {name:<24} {row['fidelity']:<9} seed {row['seed']}  mIoU {row['miou']:.4f}  "
                   f"{row['seconds']:.0f} s", flush=True)  # fmt: skip
@@ -149,6 +159,24 @@ def _run_signal(args: argparse.Namespace) -> dict[str, list[dict]]:
     return {n: results[n] for n in names}
 
 
+def _stored_reference(path: str, task: str, fidelity: str, names: list[str], archs: list[ArchSpec]) -> dict:
+    """The ``fidelity`` rows of each architecture from a results file, checked against this run's specs."""
+    saved = _load_signal(path, task)
+    version = saved.get("generator_version")
+    if version is not None and version != GENERATOR_VERSION:
+        raise SystemExit(f"{path}: measured on synthetic scenes v{version}, not v{GENERATOR_VERSION}; measure again")
+    rows, stored = saved["results"], {}
+    for name, spec in zip(names, archs):
+        found = [r for r in rows.get(name, []) if r.get("fidelity") == fidelity]
+        if not found:
+            raise SystemExit(f"{path}: no {fidelity} trials of {name}")
+        stale = next((r["spec_hash"] for r in found if r.get("spec_hash", spec.hash) != spec.hash), None)
+        if stale:  # the search space or the published specs changed since the file was written
+            raise SystemExit(f"{path}: its {name} is spec {stale[:10]}, this run's is {spec.hash[:10]}; measure again")
+        stored[name] = found
+    return stored
+
+
 def _load_signal(path: str, task: str | None = None) -> dict:
     try:
         with open(path) as f:
@@ -158,7 +186,7 @@ def _load_signal(path: str, task: str | None = None) -> dict:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SystemExit(f"{path}: not a signal results file ({type(exc).__name__}: {exc})") from None
     if task is not None and saved.get("task") != task:
-        raise SystemExit(f"{path}: holds trials of task {saved.get('task')!r}, not {task!r}; use another --out")
+        raise SystemExit(f"{path}: holds trials of task {saved.get('task')!r}, not {task!r}")
     return saved
 
 
@@ -212,6 +240,10 @@ def _print_seed_stats(table: dict[str, list[float]], fidelity: str) -> list[floa
     spread = statistics.stdev(means)
     print(f"spread between architectures (std of means) {spread:.4f}; seed noise (mean std) {noise:.4f}; "
           f"ratio {spread / noise if noise else float('inf'):.2f}")  # fmt: skip
+    # Every architecture sees the same batches at a given seed: a shift common to all of them is the
+    # seed's (its data order), not any architecture's.
+    per_seed = [statistics.mean(table[n][s] for n in names) for s in range(seeds)]
+    print(f"mean over architectures per seed: {', '.join(f'{m:.4f}' for m in per_seed)}")
     # Is the architecture effect real? One-way ANOVA of mIoU on architecture, seeds as replicates.
     anova = f_oneway(*(table[n] for n in names))
     print(f"one-way ANOVA over architectures: F = {anova.statistic:.2f}, p = {anova.pvalue:.2g}")
@@ -239,10 +271,14 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", help="signal: just these of the architectures (e.g. spinenet-49)")
     parser.add_argument("--reference", help="fidelity to rank against (e.g. full, or reference on a CPU)")
     parser.add_argument("--reference-seeds", type=int, default=1, help="signal: reference runs per architecture")
+    parser.add_argument("--reference-from", help="signal: take the reference trials from this results file "
+                        "(e.g. benchmarks/results/synthetic-full-1k.json, measured on a GPU)")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=1, help="trials at a time (signal; CPU threads are shared)")
     parser.add_argument("--out", help="signal: write every finished trial's result to this JSON file")
     parser.add_argument("--results", help="signal: summarise a file written by --out instead of training")
     args = parser.parse_args()
+    if args.reference_from and not args.reference:
+        parser.error("--reference-from needs --reference (the fidelity to take from the file)")
     if args.reference == args.fidelity:  # their runs would be told apart by fidelity only
         parser.error(f"--reference must differ from --fidelity ({args.fidelity}); seed-to-seed tau covers that")
     {"loop": bench_loop, "cost": bench_cost, "signal": bench_signal}[args.which](args)

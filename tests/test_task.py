@@ -27,15 +27,16 @@ def test_synthetic_presets_render_at_their_sizes() -> None:
     # the native 256 px) with its own, higher learning rate; smoke stays at 64 px for the tests.
     task = load_task("synthetic")
     native = task.dataset.synthetic.image_size
-    names = ("smoke", "proxy", "reference", "full")
+    names = ("smoke", "proxy", "full-1k", "full")
     sizes = {name: round(native * task.fidelity(name).resolution) for name in names}
-    assert sizes == {"smoke": 64, "proxy": 128, "reference": 256, "full": 256}
+    assert sizes == {"smoke": 64, "proxy": 128, "full-1k": 256, "full": 256}
+    assert task.fidelity("full-1k").width == task.fidelity("full").width == 1.0
     proxy = task.fidelity("proxy")
     assert proxy.crop == sizes["proxy"] and proxy.lr is not None and proxy.lr > task.optimizer.lr
     assert proxy.steps * proxy.batch_size < task.fidelity("full").steps * task.fidelity("full").batch_size
-    # The CPU-affordable reference: the proxy's width at full resolution and a longer schedule.
-    reference = task.fidelity("reference")
-    assert reference.width == proxy.width and reference.crop == 256 and reference.steps > proxy.steps
+    # full-1k: full's network and images, an eighth of its schedule (what the proxy is ranked against).
+    short, full = task.fidelity("full-1k"), task.fidelity("full")
+    assert (short.crop, short.batch_size, short.steps * 8) == (full.crop, full.batch_size, full.steps)
 
 
 def test_task_files_round_trip(tmp_path: Path) -> None:
@@ -100,7 +101,7 @@ def test_missing_and_malformed_task_files(tmp_path: Path) -> None:
 
 
 def test_unknown_fidelity_is_named() -> None:
-    message = "task 'synthetic' has no fidelity 'huge' \\(has: smoke, proxy, reference, full\\)"
+    message = "task 'synthetic' has no fidelity 'huge' \\(has: smoke, proxy, full-1k, full\\)"
     with pytest.raises(ConfigError, match=message):
         load_task("synthetic").fidelity("huge")
 

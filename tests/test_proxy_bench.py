@@ -1,0 +1,84 @@
+"""The proxy-signal benchmark's bookkeeping: reference trials from a stored file, and its statistics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from proxy_bench import _seed_table, _stored_reference, _summarise_signal
+
+from proxy_tasks.datasets.synthetic import GENERATOR_VERSION
+from search_spaces import get_spec
+
+NAMES = ["deeplabv3-resnet50", "spinenet-49"]
+SPECS = [get_spec(n) for n in NAMES]
+
+
+def _row(fidelity: str, seed: int, miou: float, spec_hash: str | None = None) -> dict:
+    return {"fidelity": fidelity, "seed": seed, "miou": miou, "spec_hash": spec_hash}
+
+
+def _write(path: Path, results: dict, **top: object) -> str:
+    path.write_text(json.dumps({"task": "synthetic", "generator_version": GENERATOR_VERSION, **top,
+                                "results": results}))  # fmt: skip
+    return str(path)
+
+
+def test_stored_reference_rows_are_taken_when_they_match_this_run(tmp_path: Path) -> None:
+    rows = {n: [_row("full-1k", s, 0.5 + s / 10, spec.hash) for s in (0, 1)] + [_row("proxy", 0, 0.1, spec.hash)]
+            for n, spec in zip(NAMES, SPECS)}  # fmt: skip
+    stored = _stored_reference(_write(tmp_path / "r.json", rows), "synthetic", "full-1k", NAMES, SPECS)
+    assert {n: [(r["seed"], r["miou"]) for r in v] for n, v in stored.items()} == {
+        n: [(0, 0.5), (1, 0.6)] for n in NAMES
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("stale spec", r"r\.json: its spinenet-49 is spec 0123456789, this run's is [0-9a-f]{10}; measure again"),
+        ("missing", r"r\.json: no full-1k trials of spinenet-49"),
+        ("generator", rf"measured on synthetic scenes v1, not v{GENERATOR_VERSION}; measure again"),
+        ("task", r"r\.json: holds trials of task 'voc', not 'synthetic'"),
+    ],
+)
+def test_stored_reference_that_does_not_match_is_refused_in_one_line(tmp_path: Path, change: str, message: str):
+    rows = {n: [_row("full-1k", 0, 0.5, spec.hash)] for n, spec in zip(NAMES, SPECS)}
+    top: dict = {}
+    if change == "stale spec":
+        rows["spinenet-49"][0]["spec_hash"] = "0123456789abcdef"
+    if change == "missing":
+        rows["spinenet-49"] = [_row("proxy", 0, 0.1, SPECS[1].hash)]
+    if change == "generator":
+        top["generator_version"] = 1
+    if change == "task":
+        top["task"] = "voc"
+    path = _write(tmp_path / "r.json", rows, **top)
+    with pytest.raises(SystemExit, match=message) as info:
+        _stored_reference(path, "synthetic", "full-1k", NAMES, SPECS)
+    assert "\n" not in str(info.value)
+
+
+def test_seed_table_keeps_the_seeds_every_architecture_has() -> None:
+    results = {"a": [_row("proxy", 0, 0.1), _row("proxy", 1, 0.2), _row("full", 0, 0.5)],
+               "b": [_row("proxy", 1, 0.3), _row("proxy", 2, 0.4)]}  # fmt: skip
+    assert _seed_table(results, "proxy") == {"a": [0.2], "b": [0.3]}
+    assert _seed_table(results, "full") is None  # b has no full trial
+
+
+def test_summary_reports_rank_agreement_and_noise(capsys: pytest.CaptureFixture[str]) -> None:
+    # Four architectures, two proxy seeds whose rankings agree with each other and with the reference
+    # except for one swapped pair in seed 1.
+    proxy = {"a": (0.10, 0.12), "b": (0.20, 0.18), "c": (0.30, 0.31), "d": (0.40, 0.29)}
+    reference = {"a": 0.5, "b": 0.6, "c": 0.7, "d": 0.8}
+    results = {n: [_row("proxy", s, v) for s, v in enumerate(proxy[n])] + [_row("full", 0, reference[n])]
+               for n in proxy}  # fmt: skip
+    _summarise_signal(results, "proxy", "full")
+    out = capsys.readouterr().out
+    # seed 0 ranks a<b<c<d; seed 1 a<b<d<c: 5 of 6 pairs concordant, tau = (5 - 1) / 6
+    assert "proxy seed-to-seed Kendall tau (one seed's ranking against another's): 0.667" in out
+    # the means (0.11, 0.19, 0.305, 0.345) rank as the reference does
+    assert "Kendall tau 1.000, Spearman rho 1.000 (proxy mean vs full mean of 1 seeds" in out
+    assert "one proxy seed against the full mean: Kendall tau 1.000, 0.667 (mean 0.833)" in out
+    assert "mean over architectures per seed: 0.2500, 0.2250" in out
