@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/proxy_bench.py loop    [--arch deeplabv3-resnet50] [--steps 100] [--workers N]
     .venv/bin/python benchmarks/proxy_bench.py cost    [--archs deeplabv3-resnet50 spinenet-49]
-    .venv/bin/python benchmarks/proxy_bench.py signal  [--seeds 3] [--samples 5] [--reference full] [--jobs 2]
+    .venv/bin/python benchmarks/proxy_bench.py signal  [--seeds 3] [--samples 5] [--reference full-1k] [--jobs 2]
+                                                       [--reference-seeds 2 | --reference-from FILE]
                                                        [--out FILE | --results FILE]
 
 loop:   the trial's training throughput against a bare PyTorch loop on the same model, batch and
@@ -14,8 +15,9 @@ signal: proxy mIoU mean +- std over seeds for a fixed set of architectures (Deep
         noise; the seed-to-seed Kendall tau (how far one seed's ranking predicts another's); with
         --reference FIDELITY also Kendall tau / Spearman rho between the proxy and the reference
         mIoU (mean over --reference-seeds runs per architecture; with 2+, the reference's own
-        seed-to-seed tau, the most any proxy can reach). --out FILE keeps every finished trial and
-        resumes: trials already in FILE are not run again.
+        seed-to-seed tau, the most any proxy can reach); --reference-from FILE takes the reference
+        trials from a stored file instead of training them (benchmarks/results/ holds a GPU's).
+        --out FILE keeps every finished trial and resumes: trials already in FILE are not run again.
 """
 
 from __future__ import annotations
