@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from nas.atomic import atomic_path
+from nas.config import to_dict
 from proxy_tasks.datasets.synthetic import GENERATOR_VERSION
 from proxy_tasks.loader import train_loader
 from proxy_tasks.task import build_datasets, load_task, scale_spec
@@ -104,16 +105,22 @@ def _one_trial(job: tuple[str, str, str, int, str, int]) -> dict:
     """One (architecture, fidelity, seed) run in a worker process with its share of the cores."""
     spec_json, task_ref, fidelity, seed, device, threads = job
     torch.set_num_threads(threads)
-    result = run_trial(ArchSpec.from_json(spec_json), load_task(task_ref), fidelity, seed=seed, device=device)
+    task = load_task(task_ref)
+    result = run_trial(ArchSpec.from_json(spec_json), task, fidelity, seed=seed, device=device)
     return {"fidelity": fidelity, "seed": seed, "miou": result.miou, "per_class_iou": result.per_class_iou,
             "seconds": result.train_seconds + result.eval_seconds, "status": result.status,
-            "spec_hash": result.spec_hash}  # fmt: skip
+            "spec_hash": result.spec_hash, "settings": _settings(task, fidelity)}  # fmt: skip
+
+
+def _settings(task, fidelity: str) -> dict:
+    """What a row's mIoU depends on besides the network and the seed: the preset and the optimizer."""
+    return json.loads(json.dumps({"fidelity": to_dict(task.fidelity(fidelity)), "optimizer": to_dict(task.optimizer)}))
 
 
 def bench_signal(args: argparse.Namespace) -> None:
     if args.results:  # summarise a finished (or interrupted) run's file without training anything
         saved = _load_signal(args.results)
-        _summarise_signal(saved["results"], saved["fidelity"], saved["reference"])
+        _summarise_signal(saved["results"], saved.get("fidelity") or args.fidelity, saved.get("reference"))
         return
     results = _run_signal(args)
     _summarise_signal(results, args.fidelity, args.reference)
@@ -125,58 +132,90 @@ def _run_signal(args: argparse.Namespace) -> dict[str, list[dict]]:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     archs = [a for a in _architectures(args.samples) if not args.only or a.name in args.only]
+    if not archs:
+        known = ", ".join(a.name for a in _architectures(args.samples))
+        raise SystemExit(f"--only: none of {', '.join(args.only)} is among the architectures ({known})")
     names = [spec.name or spec.hash[:10] for spec in archs]
+    task = load_task(args.task)
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.device == "cpu" else 1
     runs = [(name, spec, args.fidelity, seed) for name, spec in zip(names, archs) for seed in range(args.seeds)]
-    if args.reference:
+    if args.reference and not args.reference_from:
         runs += [(name, spec, args.reference, seed)
                  for name, spec in zip(names, archs) for seed in range(args.reference_seeds)]  # fmt: skip
     results: dict[str, list[dict]] = {n: [] for n in names}
+    header = {}
     if args.out and os.path.exists(args.out):  # resume: the trials already in the file are not run again
-        results |= _load_signal(args.out, args.task)["results"]
+        header = _load_signal(args.out, args.task)
+        saved = _checked_rows(args.out, header, task, names, archs)
+        failed = sum(r.get("status", "ok") != "ok" for rows in saved.values() for r in rows)
+        results |= {n: [r for r in rows if r.get("status", "ok") == "ok"] for n, rows in saved.items()}
+        if failed:
+            print(f"{args.out}: {failed} trials that did not finish ok will run again")
     if args.reference_from:  # reference trials measured elsewhere (`full` on a GPU) count as done
         for name, rows in _stored_reference(args.reference_from, args.task, args.reference, names, archs).items():
             have = {(r["fidelity"], r["seed"]) for r in results[name]}
             results[name] += [r for r in rows if (r["fidelity"], r["seed"]) not in have]
-    done = {(n, r["fidelity"], r["seed"]) for n, rows in results.items() for r in rows}
+    done = {(n, r["fidelity"], r["seed"]) for n in names for r in results[n]}
     if done:
         runs = [run for run in runs if (run[0], run[2], run[3]) not in done]
-        print(f"{len(done)} trials already done, {len(runs)} to run")
+        print(f"{len(done)} trials of these architectures already done, {len(runs)} to run")
+    header = {k: v for k, v in header.items() if k != "results"} | {
+        "task": args.task, "fidelity": args.fidelity, "reference": args.reference,
+        "generator_version": GENERATOR_VERSION,
+    }  # fmt: skip
     jobs = [(spec.to_json(), args.task, fidelity, seed, args.device, threads) for _, spec, fidelity, seed in runs]
     start = time.perf_counter()
     # Spawned workers: a forked child of a process that has used OpenMP threads can hang.
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         # Kept as each finishes, not in submission order: a slow trial holds none of the others back.
         futures = {pool.submit(_one_trial, job): name for (name, *_), job in zip(runs, jobs)}
-        for future in as_completed(futures):
-            name, row = futures[future], future.result()
-            results[name].append(row)
-            print(f"  {name:<24} {row['fidelity']:<9} seed {row['seed']}  mIoU {row['miou']:.4f}  "
-                  f"{row['seconds']:.0f} s", flush=True)  # fmt: skip
-            if args.out:  # every finished trial is kept, whatever happens to the rest
-                with atomic_path(args.out) as tmp, open(tmp, "w") as f:
-                    json.dump({"task": args.task, "fidelity": args.fidelity, "reference": args.reference,
-                               "results": results}, f, indent=1)  # fmt: skip
+        try:
+            for future in as_completed(futures):
+                name, row = futures[future], future.result()
+                results[name].append(row)
+                print(f"  {name:<24} {row['fidelity']:<9} seed {row['seed']}  mIoU {row['miou']:.4f}  "
+                      f"{row['seconds']:.0f} s  {row['status']}", flush=True)  # fmt: skip
+                if args.out:  # every finished trial is kept, whatever happens to the rest
+                    with atomic_path(args.out) as tmp, open(tmp, "w") as f:
+                        json.dump(header | {"results": results}, f, indent=1)
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # the trials not yet started are not started
+            raise
     print(f"{len(jobs)} trials in {time.perf_counter() - start:.0f} s, {args.jobs} at a time x {threads} threads")
-    return {n: results[n] for n in names}
+    return {n: [r for r in results[n] if r.get("status", "ok") == "ok"] for n in names}
 
 
 def _stored_reference(path: str, task: str, fidelity: str, names: list[str], archs: list[ArchSpec]) -> dict:
     """The ``fidelity`` rows of each architecture from a results file, checked against this run's specs."""
     saved = _load_signal(path, task)
+    if saved.get("generator_version") is None:
+        raise SystemExit(f"{path}: does not say which scene generator it was measured on (generator_version)")
+    rows = _checked_rows(path, saved, load_task(task), names, archs)
+    stored = {}
+    for name in names:
+        found = [r for r in rows.get(name, []) if r.get("fidelity") == fidelity and r.get("status", "ok") == "ok"]
+        if not found:
+            raise SystemExit(f"{path}: no {fidelity} trials of {name}")
+        stored[name] = found
+    return stored
+
+
+def _checked_rows(path: str, saved: dict, task, names: list[str], archs: list[ArchSpec]) -> dict[str, list[dict]]:
+    """The file's rows, refused in one line if they were measured on something other than this run."""
     version = saved.get("generator_version")
     if version is not None and version != GENERATOR_VERSION:
         raise SystemExit(f"{path}: measured on synthetic scenes v{version}, not v{GENERATOR_VERSION}; measure again")
-    rows, stored = saved["results"], {}
+    rows = saved["results"]
     for name, spec in zip(names, archs):
-        found = [r for r in rows.get(name, []) if r.get("fidelity") == fidelity]
-        if not found:
-            raise SystemExit(f"{path}: no {fidelity} trials of {name}")
-        stale = next((r["spec_hash"] for r in found if r.get("spec_hash", spec.hash) != spec.hash), None)
-        if stale:  # the search space or the published specs changed since the file was written
-            raise SystemExit(f"{path}: its {name} is spec {stale[:10]}, this run's is {spec.hash[:10]}; measure again")
-        stored[name] = found
-    return stored
+        for row in rows.get(name, []):
+            if row.get("spec_hash", spec.hash) != spec.hash:  # the search space or a published spec changed
+                raise SystemExit(f"{path}: its {name} is spec {row['spec_hash'][:10]}, this run's is "
+                                 f"{spec.hash[:10]}; measure again")  # fmt: skip
+            fidelity = row.get("fidelity")
+            if "settings" in row and fidelity in task.fidelities and row["settings"] != _settings(task, fidelity):
+                raise SystemExit(f"{path}: its {fidelity} trials were run with other {fidelity} or optimizer "
+                                 f"settings than task {task.name!r} has now; use another file")  # fmt: skip
+    return rows
 
 
 def _load_signal(path: str, task: str | None = None) -> dict:
@@ -197,13 +236,14 @@ def _summarise_signal(results: dict[str, list[dict]], fidelity: str, reference: 
 
     names = list(results)
     proxy = _seed_table(results, fidelity)
-    if proxy is None:
-        return
-    means = _print_seed_stats(proxy, fidelity)
     ref = _seed_table(results, reference) if reference else None
-    if ref is None:
+    for label, table in ((fidelity, proxy), (reference, ref)):
+        if table is None and label:
+            print(f"\n{label}: not every architecture has a trial at this fidelity")
+    means = _print_seed_stats(proxy, fidelity) if proxy else None
+    ref_means = _print_seed_stats(ref, reference) if ref else None
+    if means is None or ref_means is None:
         return
-    ref_means = _print_seed_stats(ref, reference)
     tau, rho = kendalltau(means, ref_means).statistic, spearmanr(means, ref_means).statistic
     print(f"\n{'architecture':<24} {fidelity} mean   {reference} mean")
     for n, m, r in zip(names, means, ref_means):
@@ -219,7 +259,7 @@ def _summarise_signal(results: dict[str, list[dict]], fidelity: str, reference: 
 def _seed_table(results: dict[str, list[dict]], fidelity: str) -> dict[str, list[float]] | None:
     """mIoU per architecture over the seeds every architecture has at ``fidelity`` (None: some have none)."""
     by_seed = {n: {r["seed"]: r["miou"] for r in rows if r["fidelity"] == fidelity} for n, rows in results.items()}
-    seeds = sorted(set.intersection(*(set(v) for v in by_seed.values())))
+    seeds = sorted(set.intersection(*(set(v) for v in by_seed.values()))) if by_seed else []
     if not seeds:
         return None
     return {n: [v[s] for s in seeds] for n, v in by_seed.items()}
@@ -271,8 +311,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--only", nargs="+", help="signal: just these of the architectures (e.g. spinenet-49)")
-    parser.add_argument("--reference", help="fidelity to rank against (e.g. full, or reference on a CPU)")
-    parser.add_argument("--reference-seeds", type=int, default=1, help="signal: reference runs per architecture")
+    parser.add_argument("--reference", help="fidelity to rank against (e.g. full-1k)")
+    parser.add_argument("--reference-seeds", type=int, default=1,
+                        help="signal: reference runs per architecture (not with --reference-from)")  # fmt: skip
     parser.add_argument("--reference-from", help="signal: take the reference trials from this results file "
                         "(e.g. benchmarks/results/synthetic-full-1k.json, measured on a GPU)")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=1, help="trials at a time (signal; CPU threads are shared)")

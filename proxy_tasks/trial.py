@@ -120,7 +120,8 @@ def run_trial(
         scaler.load_state_dict(state["scaler"])
         if ema is not None:
             if "ema" not in state:
-                raise ResumeError(f"{state_file}: checkpoint has no weight average, this fidelity keeps one")
+                raise ResumeError(f"{state_file}: checkpoint has no weight average, this fidelity keeps one; "
+                                  "delete it to start over")  # fmt: skip
             ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["rng"].cpu())
         step = result.resumed_from_step = int(state["step"])

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import pytest
-from proxy_bench import _seed_table, _stored_reference, _summarise_signal
+from proxy_bench import _run_signal, _seed_table, _settings, _stored_reference, _summarise_signal
 
 from proxy_tasks.datasets.synthetic import GENERATOR_VERSION
+from proxy_tasks.task import load_task
 from search_spaces import get_spec
 
 NAMES = ["deeplabv3-resnet50", "spinenet-49"]
@@ -17,6 +19,13 @@ SPECS = [get_spec(n) for n in NAMES]
 
 def _row(fidelity: str, seed: int, miou: float, spec_hash: str | None = None) -> dict:
     return {"fidelity": fidelity, "seed": seed, "miou": miou, "spec_hash": spec_hash}
+
+
+def _args(**given: object) -> argparse.Namespace:
+    """The signal benchmark's arguments: smoke trials of the published networks, one at a time."""
+    defaults = {"task": "synthetic", "fidelity": "smoke", "seeds": 1, "samples": 0, "only": None, "reference": None,
+                "reference_from": None, "reference_seeds": 1, "jobs": 1, "device": "cpu", "out": None}  # fmt: skip
+    return argparse.Namespace(**(defaults | given))
 
 
 def _write(path: Path, results: dict, **top: object) -> str:
@@ -41,6 +50,8 @@ def test_stored_reference_rows_are_taken_when_they_match_this_run(tmp_path: Path
         ("missing", r"r\.json: no full-1k trials of spinenet-49"),
         ("generator", rf"measured on synthetic scenes v1, not v{GENERATOR_VERSION}; measure again"),
         ("task", r"r\.json: holds trials of task 'voc', not 'synthetic'"),
+        ("no version", r"r\.json: does not say which scene generator it was measured on"),
+        ("settings", r"r\.json: its full-1k trials were run with other full-1k or optimizer settings than task"),
     ],
 )
 def test_stored_reference_that_does_not_match_is_refused_in_one_line(tmp_path: Path, change: str, message: str):
@@ -54,6 +65,11 @@ def test_stored_reference_that_does_not_match_is_refused_in_one_line(tmp_path: P
         top["generator_version"] = 1
     if change == "task":
         top["task"] = "voc"
+    if change == "no version":
+        top["generator_version"] = None
+    if change == "settings":
+        settings = _settings(load_task("synthetic"), "full-1k")
+        rows["spinenet-49"][0]["settings"] = settings | {"fidelity": settings["fidelity"] | {"steps": 999}}
     path = _write(tmp_path / "r.json", rows, **top)
     with pytest.raises(SystemExit, match=message) as info:
         _stored_reference(path, "synthetic", "full-1k", NAMES, SPECS)
@@ -82,3 +98,25 @@ def test_summary_reports_rank_agreement_and_noise(capsys: pytest.CaptureFixture[
     assert "Kendall tau 1.000, Spearman rho 1.000 (proxy mean vs full mean of 1 seeds" in out
     assert "one proxy seed against the full mean: Kendall tau 1.000, 0.667 (mean 0.833)" in out
     assert "mean over architectures per seed: 0.2500, 0.2250" in out
+
+
+def test_resume_keeps_finished_trials_and_reruns_failed_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    spec, settings = get_spec("spinenet-49"), _settings(load_task("synthetic"), "smoke")
+    done = {**_row("smoke", 0, 0.5, spec.hash), "status": "ok", "settings": settings}
+    failed = {**_row("smoke", 1, float("nan"), spec.hash), "status": "diverged", "settings": settings}
+    out = _write(tmp_path / "out.json", {"spinenet-49": [done, failed]}, note="kept")
+    results = _run_signal(_args(seeds=2, only=["spinenet-49"], out=out))
+    rows = sorted(results["spinenet-49"], key=lambda r: r["seed"])
+    assert [(r["seed"], r["status"]) for r in rows] == [(0, "ok"), (1, "ok")]
+    assert rows[0]["miou"] == 0.5 and 0 <= rows[1]["miou"] <= 1  # seed 0 was not trained again
+    saved = json.loads(Path(out).read_text())
+    assert saved["note"] == "kept" and saved["generator_version"] == GENERATOR_VERSION
+    assert [r["seed"] for r in saved["results"]["spinenet-49"]] == [0, 1] and saved["results"]["spinenet-49"][1][
+        "settings"
+    ] == settings
+
+
+def test_only_that_matches_nothing_is_one_line() -> None:
+    with pytest.raises(SystemExit, match=r"--only: none of resnet-9000 is among the architectures \(deeplabv3"):
+        _run_signal(_args(only=["resnet-9000"]))
