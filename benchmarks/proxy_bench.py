@@ -109,7 +109,8 @@ def _one_trial(job: tuple[str, str, str, int, str, int]) -> dict:
     result = run_trial(ArchSpec.from_json(spec_json), task, fidelity, seed=seed, device=device)
     return {"fidelity": fidelity, "seed": seed, "miou": result.miou, "per_class_iou": result.per_class_iou,
             "seconds": result.train_seconds + result.eval_seconds, "status": result.status,
-            "spec_hash": result.spec_hash, "settings": _settings(task, fidelity)}  # fmt: skip
+            "val_loss": result.val_loss, "loss_final": result.loss_final, "spec_hash": result.spec_hash,
+            "settings": _settings(task, fidelity)}  # fmt: skip
 
 
 def _settings(task, fidelity: str) -> dict:
@@ -120,10 +121,10 @@ def _settings(task, fidelity: str) -> dict:
 def bench_signal(args: argparse.Namespace) -> None:
     if args.results:  # summarise a finished (or interrupted) run's file without training anything
         saved = _load_signal(args.results)
-        _summarise_signal(saved["results"], saved.get("fidelity") or args.fidelity, saved.get("reference"))
+        _summarise_signal(saved["results"], saved.get("fidelity") or args.fidelity, saved.get("reference"), args.metric)
         return
     results = _run_signal(args)
-    _summarise_signal(results, args.fidelity, args.reference)
+    _summarise_signal(results, args.fidelity, args.reference, args.metric)
 
 
 def _run_signal(args: argparse.Namespace) -> dict[str, list[dict]]:
@@ -231,16 +232,18 @@ def _load_signal(path: str, task: str | None = None) -> dict:
     return saved
 
 
-def _summarise_signal(results: dict[str, list[dict]], fidelity: str, reference: str | None) -> None:
+def _summarise_signal(results: dict[str, list[dict]], fidelity: str, reference: str | None, metric: str = "miou"):
+    """Rank the architectures by ``metric`` at ``fidelity`` (mIoU, or minus the validation loss) and
+    compare with the reference's mIoU."""
     from scipy.stats import kendalltau, spearmanr
 
     names = list(results)
-    proxy = _seed_table(results, fidelity)
+    proxy = _seed_table(results, fidelity, metric)
     ref = _seed_table(results, reference) if reference else None
     for label, table in ((fidelity, proxy), (reference, ref)):
         if table is None and label:
             print(f"\n{label}: not every architecture has a trial at this fidelity")
-    means = _print_seed_stats(proxy, fidelity) if proxy else None
+    means = _print_seed_stats(proxy, fidelity if metric == "miou" else f"{fidelity} -{metric}") if proxy else None
     ref_means = _print_seed_stats(ref, reference) if ref else None
     if means is None or ref_means is None:
         return
@@ -256,9 +259,12 @@ def _summarise_signal(results: dict[str, list[dict]], fidelity: str, reference: 
           f"(mean {statistics.mean(single):.3f})")  # fmt: skip
 
 
-def _seed_table(results: dict[str, list[dict]], fidelity: str) -> dict[str, list[float]] | None:
-    """mIoU per architecture over the seeds every architecture has at ``fidelity`` (None: some have none)."""
-    by_seed = {n: {r["seed"]: r["miou"] for r in rows if r["fidelity"] == fidelity} for n, rows in results.items()}
+def _seed_table(results: dict[str, list[dict]], fidelity: str, metric: str = "miou") -> dict[str, list[float]] | None:
+    """``metric`` per architecture (higher is better: a loss is negated) over the seeds every
+    architecture has at ``fidelity`` (None: some have none)."""
+    sign = 1 if metric == "miou" else -1
+    by_seed = {n: {r["seed"]: sign * r[metric] for r in rows if r["fidelity"] == fidelity and metric in r}
+               for n, rows in results.items()}  # fmt: skip
     seeds = sorted(set.intersection(*(set(v) for v in by_seed.values()))) if by_seed else []
     if not seeds:
         return None
@@ -316,6 +322,8 @@ def main() -> None:
                         help="signal: reference runs per architecture (not with --reference-from)")  # fmt: skip
     parser.add_argument("--reference-from", help="signal: take the reference trials from this results file "
                         "(e.g. benchmarks/results/synthetic-full-1k.json, measured on a GPU)")  # fmt: skip
+    parser.add_argument("--metric", choices=["miou", "val_loss", "loss_final"], default="miou",
+                        help="signal: what ranks the proxy trials (losses: lower is better)")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=1, help="trials at a time (signal; CPU threads are shared)")
     parser.add_argument("--out", help="signal: write every finished trial's result to this JSON file")
     parser.add_argument("--results", help="signal: summarise a file written by --out instead of training")

@@ -44,6 +44,7 @@ class TrialResult:
     error: str | None = None
     miou: float = math.nan
     pixel_accuracy: float = math.nan
+    val_loss: float = math.nan  # mean cross-entropy over the labelled validation pixels
     per_class_iou: dict[str, float] = field(default_factory=dict)
     loss_final: float = math.nan
     loss_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss since last point)
@@ -172,6 +173,7 @@ def run_trial(
                                    forward if ema is None else None)  # fmt: skip
                 result.eval_seconds += time.perf_counter() - tock
                 result.miou, result.pixel_accuracy = summary["miou"], summary["pixel_accuracy"]
+                result.val_loss = summary["loss"]
                 result.per_class_iou = summary["per_class_iou"]
                 result.history.append({"step": step, "miou": summary["miou"], "loss": loss_value})
                 if state_file:
@@ -224,17 +226,23 @@ def evaluate(
     memory_format: torch.memory_format = torch.contiguous_format,
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Confusion-matrix metrics of ``model`` over the whole validation set (see `metrics`)."""
+    """Confusion-matrix metrics of ``model`` over the whole validation set (see `metrics`), and
+    ``loss``: the mean cross-entropy over its labelled pixels, which moves before the argmax does."""
     forward = forward or model
     was_training = model.training
     model.eval()
     matrix = ConfusionMatrix(val_data.num_classes, task.ignore_index, device)
+    loss_sum, labelled = torch.zeros((), dtype=torch.float64, device=device), 0
     with torch.no_grad():
         for images, masks in eval_loader(val_data, task, fid, device):
             images = images.to(device, non_blocking=True, memory_format=memory_format)
-            matrix.update(forward(images).argmax(1), masks.to(device, non_blocking=True))
+            masks = masks.to(device, non_blocking=True)
+            logits = forward(images).float()
+            matrix.update(logits.argmax(1), masks)
+            loss_sum += F.cross_entropy(logits, masks, ignore_index=task.ignore_index, reduction="sum").double()
+            labelled += int((masks != task.ignore_index).sum())
     model.train(was_training)
-    return matrix.summary(list(val_data.class_names))
+    return {**matrix.summary(list(val_data.class_names)), "loss": float(loss_sum) / labelled if labelled else math.nan}
 
 
 def make_optimizer(model: torch.nn.Module, task: TaskConfig, fid: Fidelity) -> torch.optim.Optimizer:

@@ -81,6 +81,9 @@ def test_seed_table_keeps_the_seeds_every_architecture_has() -> None:
                "b": [_row("proxy", 1, 0.3), _row("proxy", 2, 0.4)]}  # fmt: skip
     assert _seed_table(results, "proxy") == {"a": [0.2], "b": [0.3]}
     assert _seed_table(results, "full") is None  # b has no full trial
+    # A loss ranks the other way round: it is negated, so that higher is better for every metric.
+    results["a"][1]["val_loss"], results["b"][0]["val_loss"] = 1.5, 0.5
+    assert _seed_table(results, "proxy", "val_loss") == {"a": [-1.5], "b": [-0.5]}
 
 
 def test_summary_reports_rank_agreement_and_noise(capsys: pytest.CaptureFixture[str]) -> None:

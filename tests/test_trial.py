@@ -39,11 +39,26 @@ def test_smoke_trial_per_head_type_returns_complete_metrics(arch: str) -> None:
     assert 0.0 <= result.miou <= 1.0 and 0.0 <= result.pixel_accuracy <= 1.0
     assert set(result.per_class_iou) == {"background", "disk", "ring", "square", "triangle", "cross", "bar"}
     assert result.steps == 4 and len(result.loss_curve) == 4 and math.isfinite(result.loss_final)
+    assert math.isfinite(result.val_loss) and result.val_loss > 0
     assert result.params > 0 and result.flops > 0 and result.latency_ms > 0
     assert result.train_seconds > 0 and result.images_per_second > 0 and 0 <= result.data_wait_fraction < 1
     assert result.peak_memory_mb > 0 and result.input_size == (64, 64) and result.num_classes == 7
     assert result.spec_hash == get_spec(arch).hash
     json.dumps(result.to_dict())  # JSON-ready
+
+
+def test_validation_loss_is_the_mean_cross_entropy_over_labelled_pixels() -> None:
+    from proxy_tasks.task import build_datasets
+    from proxy_tasks.trial import evaluate
+
+    class Uniform(torch.nn.Module):  # equal logits for every class: cross-entropy ln(C) at every pixel
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(images.shape[0], 7, *images.shape[2:])
+
+    task = _task()
+    _, val = build_datasets(task, task.fidelity("smoke"))
+    summary = evaluate(Uniform(), val, task, task.fidelity("smoke"), torch.device("cpu"))
+    assert summary["loss"] == pytest.approx(math.log(7), rel=1e-6)  # float32 logits
 
 
 def test_trial_is_reproducible_by_seed() -> None:
