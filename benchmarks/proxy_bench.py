@@ -148,8 +148,8 @@ def _run_signal(args: argparse.Namespace) -> dict[str, list[dict]]:
     if args.out and os.path.exists(args.out):  # resume: the trials already in the file are not run again
         header = _load_signal(args.out, args.task)
         saved = _checked_rows(args.out, header, task, names, archs)
-        failed = sum(r.get("status", "ok") != "ok" for rows in saved.values() for r in rows)
-        results |= {n: [r for r in rows if r.get("status", "ok") == "ok"] for n, rows in saved.items()}
+        failed = sum(not _finished(r) for rows in saved.values() for r in rows)
+        results |= {n: [r for r in rows if _finished(r)] for n, rows in saved.items()}
         if failed:
             print(f"{args.out}: {failed} trials that did not finish ok will run again")
     if args.reference_from:  # reference trials measured elsewhere (`full` on a GPU) count as done
@@ -183,7 +183,12 @@ def _run_signal(args: argparse.Namespace) -> dict[str, list[dict]]:
             pool.shutdown(cancel_futures=True)  # the trials not yet started are not started
             raise
     print(f"{len(jobs)} trials in {time.perf_counter() - start:.0f} s, {args.jobs} at a time x {threads} threads")
-    return {n: [r for r in results[n] if r.get("status", "ok") == "ok"] for n in names}
+    return {n: [r for r in results[n] if _finished(r)] for n in names}
+
+
+def _finished(row: dict) -> bool:
+    """A trial that ran to the end (not diverged, out of memory or pruned); rows before statuses were kept are."""
+    return row.get("status", "ok") == "ok"
 
 
 def _stored_reference(path: str, task: str, fidelity: str, names: list[str], archs: list[ArchSpec]) -> dict:
@@ -194,7 +199,7 @@ def _stored_reference(path: str, task: str, fidelity: str, names: list[str], arc
     rows = _checked_rows(path, saved, load_task(task), names, archs)
     stored = {}
     for name in names:
-        found = [r for r in rows.get(name, []) if r.get("fidelity") == fidelity and r.get("status", "ok") == "ok"]
+        found = [r for r in rows.get(name, []) if r.get("fidelity") == fidelity and _finished(r)]
         if not found:
             raise SystemExit(f"{path}: no {fidelity} trials of {name}")
         stored[name] = found

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))  # the hand-written reference network
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the hand-written reference network, benchmark helpers
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
+from search_bench import likeness_objective
 
 from nas.search import (
     STRATEGIES,
@@ -27,18 +28,10 @@ from proxy_tasks.task import load_task
 from search_spaces import SearchSpace, get_spec, sample
 
 SPACE = SearchSpace()
-TARGET = sample(SPACE, 12345)
-
-
-def likeness(spec) -> float:
-    """A cheap deterministic objective: agreement of the live blocks, in order, with a hidden target.
-
-    Like a trained mIoU it is a function of the network (dead genes do not count), so network
-    twins, which the search deduplicates, score the same.
-    """
-    pairs = list(zip([spec.blocks[i] for i in sorted(spec.live)], TARGET.blocks))
-    same = sum((a.level == b.level) + (a.dilation == b.dilation) + (a.type == b.type) for a, b in pairs)
-    return same / (3 * len(TARGET.blocks))
+# A cheap deterministic objective: agreement of the live blocks, in order, with a hidden target.
+# Like a trained mIoU it is a function of the network (dead genes do not count), so network twins,
+# which the search deduplicates, score the same. The efficiency benchmark ranks strategies by it too.
+likeness = likeness_objective()
 
 
 def evaluate(candidate) -> Outcome:
