@@ -146,14 +146,14 @@ def _run_signal(args: argparse.Namespace) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = {n: [] for n in names}
     header = {}
     if args.out and os.path.exists(args.out):  # resume: the trials already in the file are not run again
-        header = _load_signal(args.out, args.task)
+        header = _load_signal(args.out, task.name)
         saved = _checked_rows(args.out, header, task, names, archs)
         failed = sum(not _finished(r) for rows in saved.values() for r in rows)
         results |= {n: [r for r in rows if _finished(r)] for n, rows in saved.items()}
         if failed:
             print(f"{args.out}: {failed} trials that did not finish ok will run again")
     if args.reference_from:  # reference trials measured elsewhere (`full` on a GPU) count as done
-        for name, rows in _stored_reference(args.reference_from, args.task, args.reference, names, archs).items():
+        for name, rows in _stored_reference(args.reference_from, task, args.reference, names, archs).items():
             have = {(r["fidelity"], r["seed"]) for r in results[name]}
             results[name] += [r for r in rows if (r["fidelity"], r["seed"]) not in have]
     done = {(n, r["fidelity"], r["seed"]) for n in names for r in results[n]}
@@ -161,8 +161,8 @@ def _run_signal(args: argparse.Namespace) -> dict[str, list[dict]]:
         runs = [run for run in runs if (run[0], run[2], run[3]) not in done]
         print(f"{len(done)} trials of these architectures already done, {len(runs)} to run")
     header = {k: v for k, v in header.items() if k != "results"} | {
-        "task": args.task, "fidelity": args.fidelity, "reference": args.reference,
-        "generator_version": GENERATOR_VERSION,
+        "task": task.name, "dataset": to_dict(task.dataset), "fidelity": args.fidelity,
+        "reference": args.reference, "generator_version": GENERATOR_VERSION,
     }  # fmt: skip
     jobs = [(spec.to_json(), args.task, fidelity, seed, args.device, threads) for _, spec, fidelity, seed in runs]
     start = time.perf_counter()
@@ -191,12 +191,12 @@ def _finished(row: dict) -> bool:
     return row.get("status", "ok") == "ok"
 
 
-def _stored_reference(path: str, task: str, fidelity: str, names: list[str], archs: list[ArchSpec]) -> dict:
+def _stored_reference(path: str, task, fidelity: str, names: list[str], archs: list[ArchSpec]) -> dict:
     """The ``fidelity`` rows of each architecture from a results file, checked against this run's specs."""
-    saved = _load_signal(path, task)
+    saved = _load_signal(path, task.name)
     if saved.get("generator_version") is None:
         raise SystemExit(f"{path}: does not say which scene generator it was measured on (generator_version)")
-    rows = _checked_rows(path, saved, load_task(task), names, archs)
+    rows = _checked_rows(path, saved, task, names, archs)
     stored = {}
     for name in names:
         found = [r for r in rows.get(name, []) if r.get("fidelity") == fidelity and _finished(r)]
@@ -211,6 +211,8 @@ def _checked_rows(path: str, saved: dict, task, names: list[str], archs: list[Ar
     version = saved.get("generator_version")
     if version is not None and version != GENERATOR_VERSION:
         raise SystemExit(f"{path}: measured on synthetic scenes v{version}, not v{GENERATOR_VERSION}; measure again")
+    if "dataset" in saved and saved["dataset"] != json.loads(json.dumps(to_dict(task.dataset))):
+        raise SystemExit(f"{path}: measured on other dataset settings than task {task.name!r} has now; measure again")
     rows = saved["results"]
     for name, spec in zip(names, archs):
         for row in rows.get(name, []):

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from proxy_bench import _run_signal, _seed_table, _settings, _stored_reference, _summarise_signal
 
+from nas.config import to_dict
 from proxy_tasks.datasets.synthetic import GENERATOR_VERSION
 from proxy_tasks.task import load_task
 from search_spaces import get_spec
 
+TASK = load_task("synthetic")
 NAMES = ["deeplabv3-resnet50", "spinenet-49"]
 SPECS = [get_spec(n) for n in NAMES]
 
@@ -37,7 +39,8 @@ def _write(path: Path, results: dict, **top: object) -> str:
 def test_stored_reference_rows_are_taken_when_they_match_this_run(tmp_path: Path) -> None:
     rows = {n: [_row("full-1k", s, 0.5 + s / 10, spec.hash) for s in (0, 1)] + [_row("proxy", 0, 0.1, spec.hash)]
             for n, spec in zip(NAMES, SPECS)}  # fmt: skip
-    stored = _stored_reference(_write(tmp_path / "r.json", rows), "synthetic", "full-1k", NAMES, SPECS)
+    path = _write(tmp_path / "r.json", rows, dataset=to_dict(TASK.dataset))
+    stored = _stored_reference(path, TASK, "full-1k", NAMES, SPECS)
     assert {n: [(r["seed"], r["miou"]) for r in v] for n, v in stored.items()} == {
         n: [(0, 0.5), (1, 0.6)] for n in NAMES
     }
@@ -50,6 +53,7 @@ def test_stored_reference_rows_are_taken_when_they_match_this_run(tmp_path: Path
         ("missing", r"r\.json: no full-1k trials of spinenet-49"),
         ("generator", rf"measured on synthetic scenes v1, not v{GENERATOR_VERSION}; measure again"),
         ("task", r"r\.json: holds trials of task 'voc', not 'synthetic'"),
+        ("dataset", r"r\.json: measured on other dataset settings than task 'synthetic' has now; measure again"),
         ("no version", r"r\.json: does not say which scene generator it was measured on"),
         ("settings", r"r\.json: its full-1k trials were run with other full-1k or optimizer settings than task"),
     ],
@@ -65,14 +69,16 @@ def test_stored_reference_that_does_not_match_is_refused_in_one_line(tmp_path: P
         top["generator_version"] = 1
     if change == "task":
         top["task"] = "voc"
+    if change == "dataset":  # the same task name, other scenes: fewer training images
+        top["dataset"] = to_dict(TASK.dataset) | {"synthetic": to_dict(TASK.dataset.synthetic) | {"num_train": 64}}
     if change == "no version":
         top["generator_version"] = None
     if change == "settings":
-        settings = _settings(load_task("synthetic"), "full-1k")
+        settings = _settings(TASK, "full-1k")
         rows["spinenet-49"][0]["settings"] = settings | {"fidelity": settings["fidelity"] | {"steps": 999}}
     path = _write(tmp_path / "r.json", rows, **top)
     with pytest.raises(SystemExit, match=message) as info:
-        _stored_reference(path, "synthetic", "full-1k", NAMES, SPECS)
+        _stored_reference(path, TASK, "full-1k", NAMES, SPECS)
     assert "\n" not in str(info.value)
 
 
