@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from proxy_bench import _run_signal, _seed_table, _settings, _stored_reference, _summarise_signal
+from proxy_bench import _architectures, _run_signal, _seed_table, _settings, _stored_reference, _summarise_signal
 
 from nas.config import to_dict
 from proxy_tasks.datasets.synthetic import GENERATOR_VERSION
@@ -129,3 +129,16 @@ def test_resume_keeps_finished_trials_and_reruns_failed_ones(tmp_path: Path, mon
 def test_only_that_matches_nothing_is_one_line() -> None:
     with pytest.raises(SystemExit, match=r"--only: none of resnet-9000 is among the architectures \(deeplabv3"):
         _run_signal(_args(only=["resnet-9000"]))
+
+
+@pytest.mark.parametrize(("fidelity", "seeds"), [("full-1k", 2), ("proxy-gpu", 3)])
+def test_the_stored_gpu_results_still_describe_the_shipped_presets(fidelity: str, seeds: int) -> None:
+    # The README's proxy figures come from these files: they must have been measured with today's
+    # presets, optimizer, scenes and search space, on every architecture the signal benchmark uses.
+    archs = _architectures(5)
+    names = [a.name for a in archs]
+    stored = _stored_reference(f"benchmarks/results/synthetic-{fidelity}.json", TASK, fidelity, names, archs)
+    assert {name: sorted(r["seed"] for r in rows) for name, rows in stored.items()} == {
+        name: list(range(seeds)) for name in names
+    }
+    assert all(0.0 < r["miou"] < 1.0 for rows in stored.values() for r in rows)

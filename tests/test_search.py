@@ -299,9 +299,9 @@ def test_the_shipped_search_configs_load_and_bad_keys_are_named(tmp_path) -> Non
         config = load_search_config(f"launch/configs/{name}.yaml")
         assert config.baselines == ("deeplabv3-resnet50",) and config.resources.max_concurrent == 2
         config.space.build()
-    # The GPU search: full-1k, eight trials sharing one GPU.
-    gpu = load_search_config("launch/configs/gpu-full1k.yaml")
-    assert load_task(gpu.task).fidelity(gpu.fidelity).width == 1.0
+    # The GPU search: the GPU proxy, eight trials sharing one GPU.
+    gpu = load_search_config("launch/configs/gpu-proxy.yaml")
+    assert gpu.fidelity == "proxy-gpu" and load_task(gpu.task).fidelity(gpu.fidelity).width == 0.5
     assert gpu.resources.gpus_per_trial * gpu.resources.max_concurrent == 1.0
     bad = tmp_path / "bad.yaml"
     bad.write_text("strategy: {name: evolution, populaton: 8}\n")

@@ -27,9 +27,9 @@ def test_synthetic_presets_render_at_their_sizes() -> None:
     # the native 256 px) with its own, higher learning rate; smoke stays at 64 px for the tests.
     task = load_task("synthetic")
     native = task.dataset.synthetic.image_size
-    names = ("smoke", "proxy", "full-1k", "full")
+    names = ("smoke", "proxy", "proxy-gpu", "full-1k", "full")
     sizes = {name: round(native * task.fidelity(name).resolution) for name in names}
-    assert sizes == {"smoke": 64, "proxy": 128, "full-1k": 256, "full": 256}
+    assert sizes == {"smoke": 64, "proxy": 128, "proxy-gpu": 256, "full-1k": 256, "full": 256}
     assert task.fidelity("full-1k").width == task.fidelity("full").width == 1.0
     proxy = task.fidelity("proxy")
     assert proxy.crop == sizes["proxy"] and proxy.lr is not None and proxy.lr > task.optimizer.lr
@@ -37,6 +37,11 @@ def test_synthetic_presets_render_at_their_sizes() -> None:
     # full-1k: full's network and images, an eighth of its schedule (what the proxy is ranked against).
     short, full = task.fidelity("full-1k"), task.fidelity("full")
     assert (short.crop, short.batch_size, short.steps * 8) == (full.crop, full.batch_size, full.steps)
+    # proxy-gpu: full-1k's images and learning rate at half the width and half the steps (what
+    # ranked like full-1k on a GPU; less resolution or fewer steps did not).
+    gpu = task.fidelity("proxy-gpu")
+    assert (gpu.crop, gpu.batch_size, gpu.lr, gpu.resample_alpha) == (short.crop, short.batch_size, None, None)
+    assert (gpu.width, gpu.steps * 2) == (0.5, short.steps)
 
 
 def test_task_files_round_trip(tmp_path: Path) -> None:
@@ -101,7 +106,7 @@ def test_missing_and_malformed_task_files(tmp_path: Path) -> None:
 
 
 def test_unknown_fidelity_is_named() -> None:
-    message = "task 'synthetic' has no fidelity 'huge' \\(has: smoke, proxy, full-1k, full\\)"
+    message = "task 'synthetic' has no fidelity 'huge' \\(has: smoke, proxy, proxy-gpu, full-1k, full\\)"
     with pytest.raises(ConfigError, match=message):
         load_task("synthetic").fidelity("huge")
 
