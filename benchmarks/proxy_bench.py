@@ -118,6 +118,11 @@ def _settings(task, fidelity: str) -> dict:
     return json.loads(json.dumps({"fidelity": to_dict(task.fidelity(fidelity)), "optimizer": to_dict(task.optimizer)}))
 
 
+def _dataset(task) -> dict:
+    """What a row's mIoU depends on in the task's data: its settings, but not where the folder is."""
+    return json.loads(json.dumps({k: v for k, v in to_dict(task.dataset).items() if k != "root"}))
+
+
 def bench_signal(args: argparse.Namespace) -> None:
     if args.results:  # summarise a finished (or interrupted) run's file without training anything
         saved = _load_signal(args.results)
@@ -161,7 +166,7 @@ def _run_signal(args: argparse.Namespace) -> dict[str, list[dict]]:
         runs = [run for run in runs if (run[0], run[2], run[3]) not in done]
         print(f"{len(done)} trials of these architectures already done, {len(runs)} to run")
     header = {k: v for k, v in header.items() if k != "results"} | {
-        "task": task.name, "dataset": to_dict(task.dataset), "fidelity": args.fidelity,
+        "task": task.name, "dataset": _dataset(task), "fidelity": args.fidelity,
         "reference": args.reference, "generator_version": GENERATOR_VERSION,
     }  # fmt: skip
     jobs = [(spec.to_json(), args.task, fidelity, seed, args.device, threads) for _, spec, fidelity, seed in runs]
@@ -211,7 +216,7 @@ def _checked_rows(path: str, saved: dict, task, names: list[str], archs: list[Ar
     version = saved.get("generator_version")
     if version is not None and version != GENERATOR_VERSION:
         raise SystemExit(f"{path}: measured on synthetic scenes v{version}, not v{GENERATOR_VERSION}; measure again")
-    if "dataset" in saved and saved["dataset"] != json.loads(json.dumps(to_dict(task.dataset))):
+    if "dataset" in saved and saved["dataset"] != _dataset(task):
         raise SystemExit(f"{path}: measured on other dataset settings than task {task.name!r} has now; measure again")
     rows = saved["results"]
     for name, spec in zip(names, archs):

@@ -7,9 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
-from proxy_bench import _architectures, _run_signal, _seed_table, _settings, _stored_reference, _summarise_signal
+from proxy_bench import (
+    _architectures,
+    _dataset,
+    _run_signal,
+    _seed_table,
+    _settings,
+    _stored_reference,
+    _summarise_signal,
+)
 
-from nas.config import to_dict
 from proxy_tasks.datasets.synthetic import GENERATOR_VERSION
 from proxy_tasks.task import load_task
 from search_spaces import get_spec
@@ -39,7 +46,7 @@ def _write(path: Path, results: dict, **top: object) -> str:
 def test_stored_reference_rows_are_taken_when_they_match_this_run(tmp_path: Path) -> None:
     rows = {n: [_row("full-1k", s, 0.5 + s / 10, spec.hash) for s in (0, 1)] + [_row("proxy", 0, 0.1, spec.hash)]
             for n, spec in zip(NAMES, SPECS)}  # fmt: skip
-    path = _write(tmp_path / "r.json", rows, dataset=to_dict(TASK.dataset))
+    path = _write(tmp_path / "r.json", rows, dataset=_dataset(TASK))
     stored = _stored_reference(path, TASK, "full-1k", NAMES, SPECS)
     assert {n: [(r["seed"], r["miou"]) for r in v] for n, v in stored.items()} == {
         n: [(0, 0.5), (1, 0.6)] for n in NAMES
@@ -70,7 +77,7 @@ def test_stored_reference_that_does_not_match_is_refused_in_one_line(tmp_path: P
     if change == "task":
         top["task"] = "voc"
     if change == "dataset":  # the same task name, other scenes: fewer training images
-        top["dataset"] = to_dict(TASK.dataset) | {"synthetic": to_dict(TASK.dataset.synthetic) | {"num_train": 64}}
+        top["dataset"] = _dataset(TASK) | {"synthetic": _dataset(TASK)["synthetic"] | {"num_train": 64}}
     if change == "no version":
         top["generator_version"] = None
     if change == "settings":
@@ -142,3 +149,17 @@ def test_the_stored_gpu_results_still_describe_the_shipped_presets(fidelity: str
         name: list(range(seeds)) for name in names
     }
     assert all(0.0 < r["miou"] < 1.0 for rows in stored.values() for r in rows)
+
+
+def test_a_variant_task_file_ranks_against_the_stored_results(tmp_path: Path) -> None:
+    # A proxy preset under trial lives in a copy of the task file: the stored full-1k trials are
+    # the same task's (by name and dataset settings), wherever the file is.
+    variant = tmp_path / "variant.yaml"
+    preset = "  mine: {resolution: 0.5, crop: 128, width: 0.5, steps: 10, batch_size: 4}\n"
+    variant.write_text(
+        Path("proxy_tasks/tasks/synthetic.yaml").read_text().replace("fidelities:\n", "fidelities:\n" + preset)
+    )
+    archs = _architectures(5)
+    stored = _stored_reference("benchmarks/results/synthetic-full-1k.json", load_task(variant), "full-1k",
+                               [a.name for a in archs], archs)  # fmt: skip
+    assert [len(rows) for rows in stored.values()] == [2] * 8
