@@ -115,12 +115,17 @@ def _one_trial(job: tuple[str, str, str, int, str, int]) -> dict:
 
 def _settings(task, fidelity: str) -> dict:
     """What a row's mIoU depends on besides the network and the seed: the preset and the optimizer."""
-    return json.loads(json.dumps({"fidelity": to_dict(task.fidelity(fidelity)), "optimizer": to_dict(task.optimizer)}))
+    return _as_stored({"fidelity": to_dict(task.fidelity(fidelity)), "optimizer": to_dict(task.optimizer)})
 
 
 def _dataset(task) -> dict:
     """What a row's mIoU depends on in the task's data: its settings, but not where the folder is."""
-    return json.loads(json.dumps({k: v for k, v in to_dict(task.dataset).items() if k != "root"}))
+    return _as_stored({k: v for k, v in to_dict(task.dataset).items() if k != "root"})
+
+
+def _as_stored(value: dict) -> dict:
+    """``value`` as it reads back from a results file (tuples become lists), so the two compare equal."""
+    return json.loads(json.dumps(value))
 
 
 def bench_signal(args: argparse.Namespace) -> None:
@@ -231,7 +236,7 @@ def _checked_rows(path: str, saved: dict, task, names: list[str], archs: list[Ar
     return rows
 
 
-def _load_signal(path: str, task: str | None = None) -> dict:
+def _load_signal(path: str, task_name: str | None = None) -> dict:
     try:
         with open(path) as f:
             saved = json.load(f)
@@ -239,8 +244,8 @@ def _load_signal(path: str, task: str | None = None) -> dict:
             raise TypeError("results is not a mapping")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SystemExit(f"{path}: not a signal results file ({type(exc).__name__}: {exc})") from None
-    if task is not None and saved.get("task") != task:
-        raise SystemExit(f"{path}: holds trials of task {saved.get('task')!r}, not {task!r}")
+    if task_name is not None and saved.get("task") != task_name:
+        raise SystemExit(f"{path}: holds trials of task {saved.get('task')!r}, not {task_name!r}")
     return saved
 
 
