@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,17 +24,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def token_env(tmp_path: Path) -> dict[str, str]:
+    """Token authentication with a token of this test's own, for the head and the joining driver alike:
+    without RAY_AUTH_MODE, `ray start` turns authentication on only where ``~/.ray/auth_token`` exists."""
+    token = tmp_path / "ray_auth_token"
+    if not token.exists():
+        token.write_text(secrets.token_hex(32))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+    return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+
+
 @pytest.fixture
 def ray_head(tmp_path):
     """A Ray head node of 2 CPUs in its own process group; stopped by signalling that group only
     (`ray stop` would also stop every other Ray on the machine)."""
     port = free_port()
+    command = [
+        *(str(RAY), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"),
+        *("--disable-usage-stats", "--node-ip-address=127.0.0.1", "--block"),
+    ]
     with open(tmp_path / "head.log", "w") as log:
         head = subprocess.Popen(
-            [str(RAY), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-             "--disable-usage-stats", "--node-ip-address=127.0.0.1", "--block"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            command, env=token_env(tmp_path), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert head.poll() is None, (tmp_path / "head.log").read_text()[-2000:]
@@ -53,11 +66,9 @@ def ray_head(tmp_path):
 
 def test_nas_search_joins_a_running_ray_head_with_the_smoke_config(tmp_path, ray_head) -> None:
     run_dir = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
-    env["NAS_CACHE_DIR"] = str(tmp_path / "cache")
-    env["RAY_AUTH_MODE"] = "token"  # `ray start` turned token authentication on; a joining driver must say so
-    done = subprocess.run([*NAS, "search", "--config", "launch/configs/smoke.yaml", "--out", str(run_dir),
-                           "--address", ray_head], env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    env = {**token_env(tmp_path), "NAS_CACHE_DIR": str(tmp_path / "cache")}
+    command = [*NAS, "search", "--config", "launch/configs/smoke.yaml", "--out", str(run_dir), "--address", ray_head]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"joined the Ray cluster at {ray_head}" in done.stderr
     table = pd.read_parquet(run_dir / "trials.parquet")
