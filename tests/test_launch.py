@@ -306,6 +306,8 @@ def test_sbatch_runs_head_workers_search_and_stops_ray(fake_slurm: dict[str, Any
     assert lines[promote] == f"nas promote {fake_slurm['run_dir']} --top 2 --fidelity full --address 10.0.0.1:6379"
     assert lines.count("ray-terminated") == 2, "both `ray start --block` steps are stopped"
     assert _index(lines, "ray stop") > promote
+    token = _index(lines, "ray get-auth-token --generate")
+    assert token < head, "the token exists before the first node starts (the fake HOME has none)"
 
 
 def test_sbatch_stops_ray_and_keeps_the_exit_status_when_the_search_fails(fake_slurm: dict[str, Any]) -> None:
