@@ -1,8 +1,10 @@
-"""Loading a run directory or a shared file never executes code: crafted pickles are refused, unrun.
+"""Loading a run directory or a shared file never executes code.
 
-Each crafted file carries a pickle whose `__reduce__` would create a marker file when unpickled;
-the tests check that loading it fails with one line and the marker never appears, and that the
-same payload does create the marker when unpickled (so the check is live).
+Each crafted file carries a pickle whose `__reduce__` creates a marker file when unpickled. The
+tests load it the way the platform does (a resumed search, `nas eval`, `nas train --resume`,
+`nas show`, the dataset cache, Ray Tune) and check that it is refused with one line or read as
+plain data, and that the marker never appears; a control loads the same payload unsafely and
+sees the marker appear, so each check is live.
 """
 
 from __future__ import annotations
@@ -13,19 +15,30 @@ import os
 import pickle
 import shlex
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import torch
+import yaml
 from search_bench import likeness_objective
 
+from analysis import load_run
+from nas.checkpoint import CheckpointError, load_model
 from nas.cli import main
 from nas.search import STRATEGIES, Objective, Outcome, Search, evaluate_in_process
 from nas.search.config import search_config_from_dict
 from nas.search.optuna_base import RNG_PATHS, random_states
 from nas.search.runner import open_search, prepare_run_dir, saved_config
 from nas.search.search import STATE_NAME, SearchStateError
-from search_spaces import SearchSpace
+from nas.search.store import TABLE_NAME, read_rows
+from proxy_tasks.datasets.synthetic import load_or_generate
+from proxy_tasks.task import load_task
+from proxy_tasks.trial import CHECKPOINT_NAME
+from search_spaces import SearchSpace, get_spec
 
 SPACE = SearchSpace()
 likeness = likeness_objective()
@@ -236,3 +249,152 @@ def test_a_damaged_sampler_state_is_refused_with_one_line(tmp_path, damage, mess
         optuna_search(run_dir, "tpe", budget=4)
     assert str(caught.value).startswith(f"{run_dir / STATE_NAME}: unreadable search state (controller state: ")
     assert "\n" not in str(caught.value)
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nas: error: "), err
+    return err[0]
+
+
+# ---------------------------------------------------------------------------------- YAML
+def test_a_yaml_config_with_a_python_tag_is_refused_unrun(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    run_dir = write_tpe_run(tmp_path)
+    marker = tmp_path / "marker"
+    payload = f'name: !!python/object/apply:os.system ["touch {marker}"]\n'
+    (run_dir / "config.yaml").write_text(payload)
+    (tmp_path / "search.yaml").write_text(payload)
+
+    assert main(["search", "--resume", str(run_dir)]) == 2
+    assert "config.yaml: damaged run config" in one_error_line(capsys)
+    assert main(["search", "--config", str(tmp_path / "search.yaml"), "--out", str(tmp_path / "new")]) == 2
+    assert "search.yaml: malformed YAML" in one_error_line(capsys)
+    assert not marker.exists()
+
+    yaml.unsafe_load(payload)  # the control: an unsafe loader runs it
+    assert marker.exists()
+
+
+# ---------------------------------------------------------------------------------- torch.load
+def test_a_model_checkpoint_holding_a_code_object_is_refused_unrun(tmp_path, capsys) -> None:
+    marker = tmp_path / "marker"
+    path = tmp_path / "model.pt"
+    torch.save(
+        {"spec": get_spec("deeplabv3-resnet50").to_json(), "num_classes": 3, "state_dict": MarkerPayload(marker)}, path
+    )
+
+    with pytest.raises(CheckpointError, match=r"model\.pt: not a readable checkpoint \(UnpicklingError\)"):
+        load_model(path)
+    assert main(["eval", str(path)]) == 2
+    assert "model.pt: not a readable checkpoint" in one_error_line(capsys)
+    assert main(["export", str(path), "--output", str(tmp_path / "model.ts")]) == 2
+    assert "model.pt: not a readable checkpoint" in one_error_line(capsys)
+    assert not marker.exists() and not (tmp_path / "model.ts").exists()
+
+    torch.load(path, weights_only=False)  # the control
+    assert marker.exists()
+
+
+def test_a_trial_checkpoint_holding_a_code_object_is_refused_unrun(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    marker = tmp_path / "marker"
+    out = tmp_path / "train"
+    out.mkdir()
+    torch.save({"step": 1, "model": MarkerPayload(marker)}, out / CHECKPOINT_NAME)
+    args = ["train", "--arch", "deeplabv3-resnet50", "--fidelity", "smoke", "--out", str(out), "--quiet", "--resume"]
+
+    assert main(args) == 2
+    assert f"{CHECKPOINT_NAME}: unreadable trial checkpoint (UnpicklingError)" in one_error_line(capsys)
+    assert not marker.exists()
+
+    torch.save([1, 2], out / CHECKPOINT_NAME)  # loads with weights_only, but is no checkpoint
+    assert main(args) == 2
+    assert f"{CHECKPOINT_NAME}: not a trial checkpoint (list)" in one_error_line(capsys)
+
+
+# ---------------------------------------------------------------------------------- np.load
+def test_a_synthetic_cache_file_holding_pickled_objects_is_regenerated_unrun(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    marker = tmp_path / "marker"
+    expected = load_or_generate(4, 16, seed=1)
+    cached = sorted((tmp_path / "cache" / "synthetic").glob("*.npy"))
+    assert len(cached) == 2
+    for path in cached:
+        np.save(path, np.array([MarkerPayload(marker)], dtype=object), allow_pickle=True)
+
+    images, masks = load_or_generate(4, 16, seed=1)
+    assert np.array_equal(images, expected[0]) and np.array_equal(masks, expected[1])
+    assert not marker.exists()
+
+    np.save(cached[0], np.array([MarkerPayload(marker)], dtype=object), allow_pickle=True)
+    np.load(cached[0], allow_pickle=True)  # the control
+    assert marker.exists()
+
+
+# ---------------------------------------------------------------------------------- Parquet
+def test_a_results_table_with_a_pickled_extension_type_is_read_as_plain_data(tmp_path, monkeypatch, capsys) -> None:
+    # CVE-2023-47248: pyarrow before 14.0.1 unpickled the metadata of an `arrow.py_extension_type` column.
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    run_dir = write_tpe_run(tmp_path)
+    marker = tmp_path / "marker"
+    table = pq.read_table(run_dir / TABLE_NAME)
+    extension = {
+        b"ARROW:extension:name": b"arrow.py_extension_type",
+        b"ARROW:extension:metadata": crafted_pickle(marker),
+    }
+    schema = pa.schema([f.with_metadata(extension) if f.name == "name" else f for f in table.schema])
+    pq.write_table(pa.Table.from_arrays(table.columns, schema=schema), run_dir / TABLE_NAME)
+    assert (
+        pq.read_schema(run_dir / TABLE_NAME).field("name").metadata[b"ARROW:extension:name"]
+        == b"arrow.py_extension_type"
+    )
+
+    assert main(["show", str(run_dir)]) == 0
+    assert [r["name"] for r in read_rows(run_dir / TABLE_NAME)] == ["tpe-0", "tpe-1"]
+    assert load_run(run_dir).trials["name"].tolist() == ["tpe-0", "tpe-1"]
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------- Ray Tune
+class FrozenClock:
+    """The `time` module with `strftime` stuck at one moment."""
+
+    def __init__(self, formatted: str):
+        self.formatted = formatted
+
+    def strftime(self, fmt: str) -> str:
+        return self.formatted
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+def test_a_planted_tune_experiment_state_is_never_read(tmp_path, monkeypatch) -> None:
+    # A Tune run that ends without a trial reads the newest experiment state in its folder with
+    # cloudpickle; the search's Tune folder must be one nobody could create beforehand.
+    import ray
+    from ray._common.utils import binary_to_hex
+
+    from nas.search import runner
+
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    run_dir = write_tpe_run(tmp_path)
+    marker = tmp_path / "marker"
+    clock = "20990101-000000"
+    planted = run_dir / "ray" / f"tune-{clock}" / "experiment_state-9999-12-31_23-59-59.json"
+    planted.parent.mkdir(parents=True)
+    planted.write_text(json.dumps({"_type": "CLOUDPICKLE_FALLBACK", "value": binary_to_hex(crafted_pickle(marker))}))
+    monkeypatch.setattr(runner, "time", FrozenClock(clock))  # the runner's clock only: Ray keeps the real one
+
+    config = saved_config(run_dir)
+    search = open_search(config, run_dir)
+    search.stopped = True  # no trial: the case in which Tune reads its experiment state back
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    try:
+        runner.tune_search(search, config, load_task(config.task).to_dict(), run_dir)
+    finally:
+        ray.shutdown()
+    sessions = sorted(p.name for p in (run_dir / "ray").iterdir())
+    assert len(sessions) == 2 and sessions[1].startswith(f"tune-{clock}-")
+    assert not marker.exists()
