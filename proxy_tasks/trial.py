@@ -277,6 +277,8 @@ def _load_state(path: Path, device: torch.device, spec_hash: str, fidelity: str,
         raise ResumeError(
             f"{path}: unreadable trial checkpoint ({type(exc).__name__}); delete it to start over"
         ) from None
+    if not isinstance(state, dict):
+        raise ResumeError(f"{path}: not a trial checkpoint ({type(state).__name__}); delete it to start over")
     saved = (state.get("spec_hash"), state.get("fidelity"), state.get("seed"))
     if saved != (spec_hash, fidelity, seed):
         raise ResumeError(

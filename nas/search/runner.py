@@ -9,7 +9,9 @@ worker or node died (`FailureConfig`), from its last reported checkpoint.
 Resuming after the driver is killed does not rely on Tune's periodic experiment snapshot, which
 can lag the last finished trial: the run directory's table and state are written as each trial
 ends, and a resumed search starts a new Tune experiment fed by the restored `Search` (finished
-trials are not rerun; interrupted ones run again once).
+trials are not rerun; interrupted ones run again once). Nothing Tune wrote under ``RUN_DIR/ray``
+is read back (Tune pickles its experiment state): each session is a new experiment in a folder
+of its own, named by `tune_session_name`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -326,7 +329,7 @@ def tune_search(search: Search, config: SearchConfig, task: dict[str, Any], run_
             reduction_factor=config.scheduler.reduction_factor,
         )  # fmt: skip
     storage = config.storage.ray_path or str(run_dir / "ray")
-    session = f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
+    session = tune_session_name()
     searcher = _searcher_class()(search, config.budget.time_limit_s)
     tuner = tune.Tuner(
         trainable,
@@ -351,6 +354,13 @@ def tune_search(search: Search, config: SearchConfig, task: dict[str, Any], run_
         ),
     )
     tuner.fit()
+
+
+def tune_session_name() -> str:
+    """A new Tune experiment's name, which nobody can create in advance: a Tune run that ends with
+    no trial reads back the newest experiment state in its folder, with Ray's cloudpickle fallback,
+    so a crafted state planted in a predictable folder of the run directory would run its code."""
+    return f"tune-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
 
 
 # ---------------------------------------------------------------------------------- progress

@@ -234,7 +234,7 @@ def load_or_generate(
     image_file, mask_file = folder / f"{key}-images.npy", folder / f"{key}-masks.npy"
     if use_cache and image_file.is_file() and mask_file.is_file():
         try:
-            images, masks = np.load(image_file), np.load(mask_file)
+            images, masks = np.load(image_file, allow_pickle=False), np.load(mask_file, allow_pickle=False)
             if images.shape == (count, size, size, 3) and masks.shape == (count, size, size):
                 return images, masks
         except (OSError, ValueError):
