@@ -26,6 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from nas.atomic import atomic_path
 from nas.builder import build_model
 from nas.cost import count_flops, count_params, measure_latency
+from nas.faults import failpoint
 from search_spaces import ArchSpec
 
 from .loader import eval_loader, train_loader
@@ -188,6 +189,8 @@ def run_trial(
                     losses = (loss_sum, loss_count)  # since the last loss-curve point
                     _save_state(state_file, model, optimizer, scheduler, scaler, step, result, data_wait, losses, ema)
                 stop = report({**result.history[-1], "pixel_accuracy": summary["pixel_accuracy"]}) if report else None
+                if step == fid.steps:
+                    failpoint("trial.after_final_checkpoint")  # checkpointed and reported: a restart resumes here
                 if stop and step < fid.steps:
                     result.status = "pruned"
                     break
@@ -217,6 +220,7 @@ def run_trial(
         height, width = round(height * fid.resolution), round(width * fid.resolution)
     result.input_size = (height, width)
     result.flops = count_flops(model, (height, width))
+    failpoint("trial.measure_cost")
     result.latency_ms = measure_latency(model, (height, width), device=device, warmup=2, repeats=5)
     result.peak_memory_mb = (
         torch.cuda.max_memory_allocated(device) / 2**20
