@@ -26,6 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from nas.atomic import atomic_path
 from nas.builder import build_model
 from nas.cost import count_flops, count_params, measure_latency
+from nas.faults import failpoint
 from search_spaces import ArchSpec
 
 from .loader import eval_loader, train_loader
@@ -128,6 +129,14 @@ def run_trial(
         step = result.resumed_from_step = int(state["step"])
         result.loss_curve = [tuple(p) for p in state["loss_curve"]]
         result.history = list(state["history"])
+        # The last evaluation's metrics: a checkpoint of the final step skips the loop, so they come from here.
+        evaluation = state.get("evaluation", {})
+        result.miou = float(evaluation.get("miou", math.nan))
+        result.pixel_accuracy = float(evaluation.get("pixel_accuracy", math.nan))
+        result.val_loss = float(evaluation.get("val_loss", math.nan))
+        result.per_class_iou = {str(k): float(v) for k, v in evaluation.get("per_class_iou", {}).items()}
+        pending_loss = state.get("loss_since_last_point", (0.0, 0))
+        loss_sum, loss_count = float(pending_loss[0]), int(pending_loss[1])
         result.train_seconds, result.eval_seconds = float(state["train_seconds"]), float(state["eval_seconds"])
         data_wait = float(state["data_wait_seconds"])
         if device.type == "cuda" and "cuda_rng" in state:
@@ -177,8 +186,11 @@ def run_trial(
                 result.per_class_iou = summary["per_class_iou"]
                 result.history.append({"step": step, "miou": summary["miou"], "loss": loss_value})
                 if state_file:
-                    _save_state(state_file, model, optimizer, scheduler, scaler, step, result, data_wait, ema)
+                    losses = (loss_sum, loss_count)  # since the last loss-curve point
+                    _save_state(state_file, model, optimizer, scheduler, scaler, step, result, data_wait, losses, ema)
                 stop = report({**result.history[-1], "pixel_accuracy": summary["pixel_accuracy"]}) if report else None
+                if step == fid.steps:
+                    failpoint("trial.after_final_checkpoint")  # checkpointed and reported: a restart resumes here
                 if stop and step < fid.steps:
                     result.status = "pruned"
                     break
@@ -208,6 +220,7 @@ def run_trial(
         height, width = round(height * fid.resolution), round(width * fid.resolution)
     result.input_size = (height, width)
     result.flops = count_flops(model, (height, width))
+    failpoint("trial.measure_cost")
     result.latency_ms = measure_latency(model, (height, width), device=device, warmup=2, repeats=5)
     result.peak_memory_mb = (
         torch.cuda.max_memory_allocated(device) / 2**20
@@ -289,7 +302,7 @@ def _load_state(path: Path, device: torch.device, spec_hash: str, fidelity: str,
 
 
 def _save_state(path: Path, model, optimizer, scheduler, scaler, step: int, result: TrialResult, data_wait: float,
-                ema: AveragedModel | None = None):  # fmt: skip
+                loss_since_last_point: tuple[float, int], ema: AveragedModel | None = None):  # fmt: skip
     state = {
         **({"ema": ema.state_dict()} if ema is not None else {}),
         "model": model.state_dict(),
@@ -301,6 +314,15 @@ def _save_state(path: Path, model, optimizer, scheduler, scaler, step: int, resu
         "step": step,
         "loss_curve": [list(p) for p in result.loss_curve],
         "history": result.history,
+        # The evaluation just made, so that resuming from the final step still knows the result.
+        "evaluation": {
+            "miou": result.miou,
+            "pixel_accuracy": result.pixel_accuracy,
+            "val_loss": result.val_loss,
+            "per_class_iou": dict(result.per_class_iou),
+        },
+        # Losses summed since the last loss-curve point, when evaluations fall between points.
+        "loss_since_last_point": list(loss_since_last_point),
         "train_seconds": result.train_seconds,
         "eval_seconds": result.eval_seconds,
         "data_wait_seconds": data_wait,

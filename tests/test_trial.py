@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -87,6 +88,49 @@ def test_interrupted_trial_resumes_to_the_same_result(tmp_path: Path) -> None:
     assert [s for s, _ in resumed.loss_curve] == [1, 2, 3, 4, 5, 6]
     torch.testing.assert_close(torch.tensor(resumed.loss_curve), torch.tensor(whole.loss_curve))
     assert resumed.miou == pytest.approx(whole.miou, abs=1e-6)
+
+
+# What naturally differs between an interrupted and an uninterrupted run: timings, and where it resumed.
+TIMINGS = {"latency_ms", "train_seconds", "eval_seconds", "images_per_second", "data_wait_fraction", "peak_memory_mb",
+           "resumed_from_step"}  # fmt: skip
+
+
+def _measured(result) -> str:
+    """Every other field of a trial result as JSON text: exact, and NaN compares equal to NaN."""
+    return json.dumps({k: v for k, v in result.to_dict().items() if k not in TIMINGS}, sort_keys=True)
+
+
+@pytest.mark.parametrize(
+    ("steps", "eval_every", "batch_size"),
+    [(6, 2, 4), (100, 99, 2)],  # 100 steps: a loss-curve point every 2 steps, so step 99's checkpoint holds a half
+)
+def test_resuming_from_any_checkpoint_gives_the_uninterrupted_result(
+    tmp_path: Path, steps: int, eval_every: int, batch_size: int
+) -> None:
+    spec, task = get_spec("deeplabv3-resnet50"), _task(steps=steps, eval_every=eval_every)
+    task = replace(task, fidelities={"smoke": replace(task.fidelity("smoke"), batch_size=batch_size)})
+    weights: dict[str, dict[str, torch.Tensor]] = {}
+
+    def keep(name: str):
+        return lambda model: weights.update({name: {k: v.clone() for k, v in model.state_dict().items()}})
+
+    def copy_checkpoint(metrics: dict) -> None:  # each evaluation's checkpoint, as a killed worker would leave it
+        shutil.copytree(tmp_path / "run", tmp_path / f"step-{metrics['step']}")
+
+    whole = run_trial(spec, task, "smoke", seed=1, checkpoint_dir=tmp_path / "run", report=copy_checkpoint,
+                      on_trained=keep("whole"))  # fmt: skip
+    assert whole.status == "ok" and math.isfinite(whole.miou) and whole.history[-1]["miou"] == whole.miou
+    checkpoints = sorted(int(p.name.split("-")[1]) for p in tmp_path.glob("step-*"))
+    assert checkpoints == [*range(eval_every, steps, eval_every), steps]
+    for step in checkpoints:
+        seen: list[dict] = []
+        resumed = run_trial(spec, task, "smoke", seed=1, checkpoint_dir=tmp_path / f"step-{step}", report=seen.append,
+                            on_trained=keep("resumed"))  # fmt: skip
+        assert resumed.resumed_from_step == step and resumed.status == "ok" and resumed.error is None
+        assert _measured(resumed) == _measured(whole), f"resumed from step {step}"
+        assert [m["step"] for m in seen] == [s for s in checkpoints if s > step]  # evaluations not made again
+        for name, tensor in weights["whole"].items():  # on_trained gets the trained weights, not fresh ones
+            assert torch.equal(weights["resumed"][name], tensor), name
 
 
 def test_weight_average_is_what_is_evaluated_and_kept_and_it_resumes(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.atomic import atomic_path
+from nas.faults import failpoint
 from search_spaces import ArchSpec, SearchSpace
 
 from .base import Candidate, Controller
@@ -128,6 +129,7 @@ class Search:
             self.attempts[candidate.id] = self.attempts.get(candidate.id, 0) + 1
             self.started[candidate.id] = time.time()
             self.duplicates_in_a_row = 0
+            failpoint("search.ask")
             self.save_state()
             return candidate
 
@@ -186,6 +188,7 @@ class Search:
         if outcome.status == "ok" and values is None:
             row.update(status="failed", error=row["error"] or "no finite mIoU or cost")
         self.store.append(row)  # first: the table is the ground truth after a crash
+        failpoint("search.tell")
         self.pending.pop(candidate.id, None)
         if candidate.origin != "baseline":  # baselines are reference points, outside the strategy's view
             self.controller.tell(candidate, values)

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nas.atomic import atomic_path
+from nas.faults import failpoint
 from search_spaces import ArchSpec
 
 TABLE_NAME = "trials.parquet"
@@ -124,6 +125,7 @@ def write_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
         raise StoreError(f"a result row does not fit the table: {exc}") from None
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+        failpoint("store.write")
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
