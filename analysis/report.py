@@ -209,19 +209,23 @@ def _e(text: object) -> str:
 # ---------------------------------------------------------------------------------- command line
 def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``report RUN_DIR [--out DIR] [--top K]`` to the ``nas`` command's subparsers."""
+    from nas.cli import positive_int  # here, not at the top: the command line imports this module
+
     p = subparsers.add_parser("report", help="write a self-contained HTML report of a run (tables and PNG figures)")
     p.add_argument("run_dir", help="a run directory of `nas search` (also while it runs)")
     p.add_argument("--out", help="report folder (default: RUN_DIR/report)")
-    p.add_argument("--top", type=int, default=3, help="models in the topology and per-class IoU figures")
+    p.add_argument("--top", type=positive_int, default=3, help="models in the topology and per-class IoU figures")
     p.set_defaults(func=cmd_report)
     return p
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from nas.cli import CliError
+    from nas.cli import CliError, check_output_dir
 
     from .run import RunError
 
+    if args.out is not None:
+        check_output_dir(args.out, "--out")
     try:
         index = write_report(args.run_dir, args.out, top=args.top)
     except (RunError, ReportError) as exc:

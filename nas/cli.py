@@ -1,13 +1,15 @@
 """The ``nas`` command line.
 
-Bad input (malformed JSON, an invalid spec, an unknown name, a missing file) prints one line,
-``nas: error: ...``, and exits with status 2.
+Bad input (malformed JSON, an invalid spec, an unknown name, a missing file, a bad option) prints
+one line, ``nas: error: ...``, and exits with status 2, before anything is written. ``main(argv)``
+returns that status instead of exiting, so it can run in-process.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,10 +26,91 @@ class CliError(Exception):
     """A user error: reported as one line, exit status 2."""
 
 
+class NasArgumentParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``nas: error: ...``, like every other user error.
+
+    argparse's own prints the usage block first; ``nas <command> --help`` still shows it.
+    """
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        command = self.prog.removeprefix("nas").strip()
+        self.exit(2, f"nas: error: {command + ': ' if command else ''}{message}\n")
+
+
+# Bounds of numeric options: generous for any real use, small enough that nothing runs out of memory.
+MAX_IMAGE_SIDE = 4096  # twice a Cityscapes frame's 2048
+MAX_CLASSES = 1000
+MAX_DPI = 1200
+MAX_MUTATION_STEPS = 10_000
+MAX_SEED = 2**32 - 1  # 32 bits, the range most tools take
+
+
+def int_in(low: int, high: int | None = None):
+    """An argparse ``type``: an integer in ``[low, high]`` (no upper bound if ``high`` is None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low:,}" if high is None else f"in {low:,}..{high:,}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value:,}")
+        return value
+
+    return parse
+
+
+positive_int = int_in(1)
+image_side = int_in(1, MAX_IMAGE_SIDE)
+seed_int = int_in(0, MAX_SEED)
+
+
+def check_device(name: str) -> str:
+    """``name`` if this machine has that torch device, else a `CliError`; every ``--device`` passes here."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise CliError(f"--device {name!r}: not a device (use cpu, cuda or cuda:N)") from None
+    if device.type == "cpu":
+        return name
+    if device.type != "cuda":
+        raise CliError(f"--device {name}: {device.type} devices are not supported (use cpu, cuda or cuda:N)")
+    if not torch.cuda.is_available():
+        raise CliError(f"--device {name}: CUDA is not available on this machine")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise CliError(f"--device {name}: no such CUDA device (this machine has {count}: 0..{count - 1})")
+    return name
+
+
+def check_output_dir(path: str | Path, option: str) -> Path:
+    """``path`` if it is a folder or can be created as one; checked before anything is written."""
+    path = Path(path)
+    try:
+        if path.exists() and not path.is_dir():
+            raise CliError(f"{option} {path}: exists and is not a folder")
+        ancestor = path.absolute()
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+        raise CliError(f"{option} {path}: not a usable path ({exc})") from None
+    if not ancestor.is_dir():
+        raise CliError(f"{option} {path}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise CliError(f"{option} {path}: {ancestor} is not writable")
+    return path
+
+
 def load_spec(ref: str) -> ArchSpec:
     """A spec from a published name, a JSON file, or ``-`` (standard input)."""
     if ref == "-":
-        text = sys.stdin.read()
+        try:
+            text = sys.stdin.read()
+        except UnicodeDecodeError as exc:
+            raise CliError(f"standard input: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
         if not text.strip():
             raise CliError("no spec on standard input")
         return ArchSpec.from_json(text)
@@ -39,9 +122,11 @@ def load_spec(ref: str) -> ArchSpec:
     if not path.is_file():
         raise CliError(f"{ref!r} is neither a published architecture ({', '.join(published_names())}) nor a file")
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"cannot read {path}: {exc}") from None
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason})") from None
     try:
         return ArchSpec.from_json(text)
     except SpecError as exc:
@@ -105,10 +190,6 @@ def arch_info(spec: ArchSpec, size: tuple[int, int], classes: int, latency: bool
 
 def cmd_info(args: argparse.Namespace) -> None:
     spec = load_spec(args.spec)
-    if min(args.size) < 1:
-        raise CliError(f"--size must be positive, got {args.size}")
-    if args.classes < 1:
-        raise CliError(f"--classes must be positive, got {args.classes}")
     info = arch_info(spec, tuple(args.size), args.classes, args.latency, args.device)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -161,28 +242,26 @@ def cmd_draw(args: argparse.Namespace) -> None:
 def _device(name: str):
     import torch
 
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CliError(f"--device {name}: CUDA is not available on this machine")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise CliError(f"--device {name!r}: not a torch device") from None
+    return torch.device(name)  # `main` has checked it
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     import logging
     import math
 
-    from proxy_tasks.task import load_task
+    from proxy_tasks.task import build_datasets, load_task, scale_spec
     from proxy_tasks.trial import CHECKPOINT_NAME, run_trial
 
     from .checkpoint import save_model
 
     spec = load_spec(args.arch)
     task = load_task(args.task, args.data_root)
-    task.fidelity(args.fidelity)  # fail now on an unknown fidelity
+    fidelity = task.fidelity(args.fidelity)  # fail now on an unknown fidelity
+    scale_spec(spec, fidelity)  # and on a spec the fidelity's width makes invalid
+    if task.dataset.kind != "synthetic":
+        build_datasets(task, fidelity)  # and on missing files: indexing a dataset folder reads no image
     device = _device(args.device)
-    out = Path(args.out or f"runs/train-{spec.name or spec.hash}-{task.name}-{args.fidelity}")
+    out = check_output_dir(args.out or f"runs/train-{spec.name or spec.hash}-{task.name}-{args.fidelity}", "--out")
     if (out / "metrics.json").exists():
         raise CliError(f"{out} holds a finished run; choose another --out")
     if (out / CHECKPOINT_NAME).exists() and not args.resume:
@@ -240,9 +319,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     from .checkpoint import load_model
 
+    task = load_task(args.task, args.data_root)  # the cheap checks first
     device = _device(args.device)
     model, meta = load_model(args.checkpoint, device)
-    task = load_task(args.task, args.data_root)
     fidelity = task.fidelity(args.fidelity or meta.get("fidelity", "full"))
     _, val = build_datasets(task, fidelity)
     if val.num_classes != model.num_classes:
@@ -273,7 +352,10 @@ def cmd_search(args: argparse.Namespace) -> None:
     from nas.search.config import load_search_config
     from nas.search.runner import run_search, saved_config, stderr_log
 
+    if args.out:
+        check_output_dir(args.out, "--out")
     if isinstance(args.resume, str):
+        check_output_dir(args.resume, "--resume")
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
             raise CliError(f"--resume {args.resume} and --out {args.out} name different run directories")
         args.out = args.resume
@@ -297,31 +379,35 @@ def _override_search(config, args: argparse.Namespace):
 
     if args.strategy:
         config = replace(config, strategy=replace(config.strategy, name=args.strategy))
-    if args.trials:
+    if args.trials is not None:
         config = replace(config, budget=replace(config.budget, trials=args.trials))
     return config
 
 
 def _print_summary(run_dir: Path, top: int = 10) -> None:
-    import yaml
+    print("\n".join(_summary(run_dir, top)))
 
+
+def _summary(run_dir: Path, top: int = 10) -> list[str]:
+    """The lines of a run's summary: counts, leaderboard, best and baselines.
+
+    Everything is read and checked before the caller prints a line, so a damaged file is one error.
+    """
     from nas.search.leaderboard import format_leaderboard, leaderboard, status_counts, trials_frame
-    from nas.search.runner import CONFIG_NAME, resolve_spec
+    from nas.search.runner import resolve_spec
 
     trials = trials_frame(run_dir)
+    baselines = _baselines(run_dir)
     counts = status_counts(trials)
-    print(f"{run_dir}: {len(trials)} trials (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")")
+    lines = [f"{run_dir}: {len(trials)} trials (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")"]
     if trials.empty:
-        return
-    print(format_leaderboard(trials, top))
-    config_path = run_dir / CONFIG_NAME
-    baselines = yaml.safe_load(config_path.read_text()).get("baselines", []) if config_path.is_file() else []
-    board = leaderboard(trials)
-    best = board.iloc[0]
+        return lines
+    lines.append(format_leaderboard(trials, top))
+    best = leaderboard(trials).iloc[0]
     if best["objective"] != best["objective"]:  # NaN: nothing succeeded
-        return
-    print(f"best: {best['name']} ({best['spec_hash'][:10]}) objective {best['objective']:.4f}, "
-          f"proxy mIoU {best['miou']:.4f}, {best['flops'] / 1e9:.3f} GFLOPs")  # fmt: skip
+        return lines
+    lines.append(f"best: {best['name']} ({best['spec_hash'][:10]}) objective {best['objective']:.4f}, "
+                 f"proxy mIoU {best['miou']:.4f}, {best['flops'] / 1e9:.3f} GFLOPs")  # fmt: skip
     for ref in baselines:
         try:
             spec_hash = resolve_spec(ref).hash
@@ -330,24 +416,42 @@ def _print_summary(run_dir: Path, top: int = 10) -> None:
         rows = trials[(trials["spec_hash"] == spec_hash) & (trials["status"] == "ok")]
         if not rows.empty:
             row = rows.iloc[0]
-            print(f"baseline: {ref} ({spec_hash[:10]}) objective {row['objective']:.4f}, "
-                  f"proxy mIoU {row['miou']:.4f}, {row['flops'] / 1e9:.3f} GFLOPs")  # fmt: skip
+            lines.append(f"baseline: {ref} ({spec_hash[:10]}) objective {row['objective']:.4f}, "
+                         f"proxy mIoU {row['miou']:.4f}, {row['flops'] / 1e9:.3f} GFLOPs")  # fmt: skip
+    return lines
+
+
+def _baselines(run_dir: Path) -> list[str]:
+    """The baselines the run's config names (none without a config); a damaged config is an error."""
+    from nas.config import load_file
+    from nas.search.runner import CONFIG_NAME
+
+    path = run_dir / CONFIG_NAME
+    if not path.is_file():
+        return []
+    baselines = load_file(path).get("baselines") or []
+    if not isinstance(baselines, list) or not all(isinstance(b, str) for b in baselines):
+        raise CliError(f"{path}: baselines: expected a list of architecture names or spec files")
+    return baselines
 
 
 def cmd_show(args: argparse.Namespace) -> None:
     from nas.search.leaderboard import leaderboard, trials_frame
 
     run_dir = Path(args.run_dir)
+    trials = trials_frame(run_dir)
     if args.json:
-        trials = trials_frame(run_dir)
         print(trials.to_json(orient="records", date_format="iso"))
         return
-    _print_summary(run_dir, args.top)
-    trials = trials_frame(run_dir)
+    lines = _summary(run_dir, args.top)
     board = leaderboard(trials)
     if not board.empty and board.iloc[0]["objective"] == board.iloc[0]["objective"]:
-        print("best spec:")
-        print(ArchSpec.from_json(board.iloc[0]["spec_json"]).to_json())
+        try:
+            best = ArchSpec.from_json(board.iloc[0]["spec_json"])
+        except SpecError as exc:
+            raise CliError(f"{run_dir}: trial {board.iloc[0]['trial_id']}: damaged spec ({exc})") from None
+        lines += ["best spec:", best.to_json()]
+    print("\n".join(lines))
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
@@ -380,6 +484,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _add_space_options(p: argparse.ArgumentParser) -> None:
+    # The search space checks these values and their limits (a `SpecError` naming the setting).
     p.add_argument("--blocks", type=int, default=16, help="scale-permuted blocks after the 2 stem blocks")
     p.add_argument("--min-level", type=int, default=2)
     p.add_argument("--max-level", type=int, default=7)
@@ -390,7 +495,7 @@ def _add_space_options(p: argparse.ArgumentParser) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nas", description="Architecture search for semantic segmentation.")
+    parser = NasArgumentParser(prog="nas", description="Architecture search for semantic segmentation.")
     sub = parser.add_subparsers(dest="command", required=True)
     arch = sub.add_parser("arch", help="inspect, sample, mutate and draw architectures").add_subparsers(
         dest="arch_command", required=True
@@ -402,29 +507,29 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = arch.add_parser("info", help="parameters, FLOPs, hash (and latency) of an architecture")
     p.add_argument("spec", help="published name, JSON file, or - for standard input")
-    p.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
-    p.add_argument("--classes", type=int, default=21)
+    p.add_argument("--size", type=image_side, nargs=2, default=[512, 512], metavar=("H", "W"))
+    p.add_argument("--classes", type=int_in(1, MAX_CLASSES), default=21)
     p.add_argument("--json", action="store_true")
     p.add_argument("--latency", action="store_true", help="also measure the median forward time")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_info)
 
     p = arch.add_parser("sample", help="print a random spec of the search space as JSON")
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seed", type=seed_int, required=True)
     _add_space_options(p)
     p.set_defaults(func=cmd_sample)
 
     p = arch.add_parser("mutate", help="print a mutated spec as JSON (the mutations go to stderr)")
     p.add_argument("spec", help="published name, JSON file, or - for standard input")
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--seed", type=seed_int, required=True)
+    p.add_argument("--steps", type=int_in(1, MAX_MUTATION_STEPS), default=1)
     _add_space_options(p)
     p.set_defaults(func=cmd_mutate)
 
     p = arch.add_parser("draw", help="draw the topology to an image file")
     p.add_argument("spec", help="published name, JSON file, or - for standard input")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--dpi", type=int, default=130)
+    p.add_argument("--dpi", type=int_in(1, MAX_DPI), default=130)
     p.set_defaults(func=cmd_draw)
 
     p = sub.add_parser("train", help="train one architecture on a task")
@@ -433,7 +538,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--fidelity", default="proxy", help="smoke, proxy or full (or a preset of the task)")
     p.add_argument("--out", help="output folder (default: runs/train-<arch>-<task>-<fidelity>)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--data-root", help="dataset folder for file-based tasks")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -451,7 +556,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="search config YAML (see launch/configs/)")
     p.add_argument("--out", help="run directory (results table, state; shared storage on a cluster)")
     p.add_argument("--strategy", choices=["random", "evolution", "tpe", "nsga2"], help="override the config's")
-    p.add_argument("--trials", type=int, help="override the budget (number of candidates trained)")
+    p.add_argument("--trials", type=positive_int, help="override the budget (number of candidates trained)")
     p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else a private local Ray)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                    help="continue the search in --out (or RUN_DIR) after a crash or a stop")  # fmt: skip
@@ -459,16 +564,16 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="print a run's leaderboard and best spec (also while it runs)")
     p.add_argument("run_dir")
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--top", type=positive_int, default=10)
     p.add_argument("--json", action="store_true", help="every trial as JSON records")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("promote", help="retrain a run's best candidates at full fidelity on Ray")
     p.add_argument("run_dir")
-    p.add_argument("--top", type=int, default=3, help="how many candidates (by objective)")
+    p.add_argument("--top", type=positive_int, default=3, help="how many candidates (by objective)")
     p.add_argument("--pareto", action="store_true", help="take the Pareto front (mIoU vs cost) instead")
     p.add_argument("--fidelity", default="full")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else a private local Ray)")
     p.set_defaults(func=cmd_promote)
 
@@ -494,8 +599,11 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = make_parser()
-    args = parser.parse_args(argv)
+    """Run the ``nas`` command ``argv``; returns the exit status (2 for bad input) instead of exiting."""
+    try:
+        args = make_parser().parse_args(argv)
+    except SystemExit as exc:  # an argparse error (already printed as one line) or --help
+        return exc.code if isinstance(exc.code, int) else 2
     from nas.config import ConfigError
     from proxy_tasks.datasets import DatasetError
     from proxy_tasks.trial import ResumeError
@@ -511,14 +619,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         errors += (SearchError, SearchStateError, StoreError)
     try:
+        if getattr(args, "device", None) is not None:
+            args.device = check_device(args.device)
         args.func(args)
     except errors as exc:
-        print(f"nas: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
+        return _fail(_one_line(exc))
     except BrokenPipeError:
         return 0
+    except (OSError, UnicodeDecodeError, MemoryError) as exc:
+        # The environment, not the program: a path the user gave that cannot be read or written, a
+        # text file that is binary, a model too large for this machine's memory.
+        return _fail(_environment_error(exc))
     return 0
 
 
+def _fail(message: str) -> int:
+    line = " ".join(message.splitlines())  # a path or value may hold a line break: the message stays one line
+    print(f"nas: error: {line}", file=sys.stderr)
+    return 2
+
+
+def _environment_error(exc: OSError | UnicodeDecodeError | MemoryError) -> str:
+    if isinstance(exc, MemoryError):
+        return "out of memory (the model or its input is too large for this machine)"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not a text file ({exc})"
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m nas.cli` runs this file as `__main__`; run the `nas.cli` module instead, so that its
+    # `CliError` is the one other modules import and raise.
+    from nas.cli import main as nas_main
+
+    sys.exit(nas_main())

@@ -26,9 +26,11 @@ def load_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON mapping."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason})") from None
     try:
         if path.suffix == ".json":
             data = json.loads(text)
@@ -38,6 +40,8 @@ def load_file(path: str | Path) -> dict[str, Any]:
             data = yaml.safe_load(text)
     except (json.JSONDecodeError, ValueError) as exc:
         raise ConfigError(f"{path}: malformed file: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: malformed file: nested too deeply") from None
     except Exception as exc:  # yaml.YAMLError and friends
         raise ConfigError(f"{path}: malformed YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):

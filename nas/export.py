@@ -367,6 +367,11 @@ def _format_report(report: ExportReport) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    from .cli import check_output_dir
+
+    if args.output is not None:  # a folder to write into, or a file whose folder must be one
+        output = Path(args.output)
+        check_output_dir(output if output.is_dir() else output.parent, "--output")
     size = tuple(args.size) if args.size else None
     report = export(args.path, args.format, args.output, size, args.opset)
     print(_format_report(report))
@@ -374,12 +379,15 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``nas export PATH --format torchscript|onnx [--output FILE] [--size H W] [--opset N]``."""
+    from .cli import image_side, int_in  # here, not at the top: the command line imports this module
+
     p = subparsers.add_parser("export", help="export a promoted model (or a checkpoint) to TorchScript or ONNX")
     p.add_argument("path", help="RUN_DIR/promoted/<hash>, a `nas train` output folder, or a .pt checkpoint")
     p.add_argument("--format", choices=FORMATS, default="torchscript")
     p.add_argument("--output", help=f"file to write (default: {' or '.join(OUTPUT_NAMES.values())} beside the weights)")
     size_help = "input size to trace at (default: the input_size in metrics.json, else 512 512)"
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help=size_help)
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset")
+    p.add_argument("--size", type=image_side, nargs=2, metavar=("H", "W"), help=size_help)
+    first, last = ONNX_OPSETS[0], ONNX_OPSETS[-1]
+    p.add_argument("--opset", type=int_in(first, last), default=DEFAULT_OPSET, help=f"ONNX opset ({first}..{last})")
     p.set_defaults(func=cmd_export)
     return p

@@ -23,9 +23,13 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1) * 255
 
 
 def to_tensors(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float(), torch.from_numpy(
-        np.ascontiguousarray(mask)
-    ).long()
+    """Float CHW image and int64 mask tensors that own their memory.
+
+    The conversion copies: the arrays a dataset returns may be read-only (Pillow's ``np.asarray``
+    of an image, a memory-mapped cache), and a tensor must not share memory it cannot write.
+    """
+    image_tensor = torch.from_numpy(np.array(image, dtype=np.float32, order="C")).permute(2, 0, 1)
+    return image_tensor, torch.from_numpy(np.array(mask, dtype=np.int64, order="C"))
 
 
 def resize(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:

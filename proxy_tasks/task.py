@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from nas.config import ConfigError, from_dict, load_file, to_dict
 from search_spaces import ArchSpec
+from search_spaces.spec import MAX_NAME_CHARS
 
 from .datasets import DatasetError, SyntheticDataset, cityscapes, folder, voc
 from .datasets.synthetic import SHAPES, check_shapes
@@ -123,6 +124,10 @@ class TaskConfig:
     eval_batch_size: int = 8
 
     def __post_init__(self) -> None:
+        # The name goes into default output folders and one-line messages.
+        if not self.name or len(self.name) > MAX_NAME_CHARS or not self.name.isprintable():
+            shown = self.name if len(self.name) <= 40 else self.name[:37] + "..."
+            raise ConfigError(f"name: {shown!r} is not 1 to {MAX_NAME_CHARS} printable characters")
         if not self.fidelities:
             raise ConfigError("fidelities: at least one preset (smoke, proxy, full) is needed")
 

@@ -17,6 +17,8 @@ from .published import FILTER_SIZE_MAP, spinenet_stem_blocks
 from .spec import (
     BLOCK_TYPES,
     DEFAULT_DILATIONS,
+    MAX_BLOCKS,
+    MAX_DILATION,
     MAX_LEVEL,
     MIN_LEVEL,
     STEM_LEVEL,
@@ -47,12 +49,19 @@ class SearchSpace:
                 object.__setattr__(self, name, tuple(value))
         if self.num_blocks < 1:
             raise SpecError(f"search space: num_blocks must be >= 1, got {self.num_blocks}")
+        limit = MAX_BLOCKS - self.stem_blocks  # a spec's limit, less the stem blocks
+        if self.num_blocks > limit:
+            raise SpecError(f"search space: num_blocks {self.num_blocks:,} is more than the limit of {limit}")
         if not MIN_LEVEL <= self.min_level <= self.max_level <= MAX_LEVEL:
             raise SpecError(
                 f"search space: level range [{self.min_level}, {self.max_level}] not inside [{MIN_LEVEL}, {MAX_LEVEL}]"
             )
         if not self.dilations or any(d < 1 for d in self.dilations):
             raise SpecError(f"search space: dilations must be positive, got {list(self.dilations)}")
+        if max(self.dilations) > MAX_DILATION:
+            raise SpecError(f"search space: dilation {max(self.dilations):,} is more than the limit of {MAX_DILATION}")
+        if 1 not in self.dilations:
+            raise SpecError(f"search space: dilations {list(self.dilations)} must include 1 (the stem blocks' rate)")
         if not set(self.block_types) <= set(BLOCK_TYPES) or not self.block_types:
             raise SpecError(f"search space: block types must be among {', '.join(BLOCK_TYPES)}")
         if self.parent_window < 2:

@@ -36,6 +36,21 @@ HEAD_KINDS = ("deeplabv3", "deeplabv3plus")
 DEFAULT_DILATIONS = (1, 2, 4, 8)
 SPEC_FORMAT = 1
 
+# Size limits. They leave room for every published network at several times its scale (the largest:
+# ResNet-101's 33 blocks and base width 512, SpineNet-190's filter_size_scale 1.3, block_repeats 4
+# and 512 endpoint channels, 126M backbone parameters; ASPP rate 36 at output stride 8) and keep a
+# spec from asking for more memory or time than a machine has.
+MAX_BLOCKS = 128
+MAX_CHANNELS = 2048  # any layer's width: stem, a block's width before and after scaling, endpoint, ASPP, decoder
+MAX_FILTER_SIZE_SCALE = 4.0
+MAX_RESAMPLE_ALPHA = 4.0
+MAX_BLOCK_REPEATS = 8
+MAX_DILATION = 64  # a block's dilation and an ASPP rate
+MAX_ASPP_RATES = 8
+MAX_BLOCK_PARAMS = 10**9  # the built blocks' weights, counted from below (SpineNet-190: 6.6e7 of its 1.3e8)
+MAX_NAME_CHARS = 200
+MAX_JSON_CHARS = 1_000_000  # 128 blocks are about 26 kB of indented JSON
+
 
 class SpecError(ValueError):
     """An invalid architecture spec; the message names the offending block and field."""
@@ -222,10 +237,14 @@ class ArchSpec:
 
     @classmethod
     def from_json(cls, text: str) -> ArchSpec:
+        if len(text) > MAX_JSON_CHARS:
+            raise SpecError(f"spec: {len(text):,} characters of JSON, more than the limit of {MAX_JSON_CHARS:,}")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise SpecError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        except RecursionError:
+            raise SpecError("malformed JSON: nested too deeply") from None
         return spec_from_dict(data)
 
     def canonical_json(self) -> str:
@@ -285,6 +304,19 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _show(value: Any, limit: int = 60) -> str:
+    """``value`` as JSON cut to ``limit`` characters, so that an error stays one short line."""
+    try:
+        text = json.dumps(value)
+    except (RecursionError, TypeError, ValueError):
+        text = type(value).__name__
+    return _clip(text, limit)
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _plain(obj: Any) -> dict[str, Any]:
     return {f.name: list(v) if isinstance(v := getattr(obj, f.name), tuple) else v for f in fields(obj)}
 
@@ -304,7 +336,7 @@ def _check_type(value: Any, kind: str, where: str) -> Any:
         _OPT_INT: value is None or (isinstance(value, int) and not isinstance(value, bool)),
     }[kind]
     if not ok:
-        raise SpecError(f"{where}: expected {kind}, got {json.dumps(value)}")
+        raise SpecError(f"{where}: expected {kind}, got {_show(value)}")
     if kind == _FLOAT:
         return float(value)
     return tuple(value) if kind == _INTS else value
@@ -341,11 +373,11 @@ _FIELD_KINDS: dict[type, dict[str, str]] = {
 
 def _parse(cls: type, data: Any, where: str, required: tuple[str, ...] = ()) -> Any:
     if not isinstance(data, Mapping):
-        raise SpecError(f"{where}: expected an object, got {json.dumps(data)}")
+        raise SpecError(f"{where}: expected an object, got {_show(data)}")
     kinds = _FIELD_KINDS[cls]
     for key in data:
         if key not in kinds:
-            raise SpecError(f"{where}: unknown field {key!r}")
+            raise SpecError(f"{where}: unknown field {_clip(repr(key))}")
     for key in required:
         if key not in data:
             raise SpecError(f"{where}: missing field {key!r}")
@@ -355,17 +387,19 @@ def _parse(cls: type, data: Any, where: str, required: tuple[str, ...] = ()) -> 
 def spec_from_dict(data: Any) -> ArchSpec:
     """Build a spec from its JSON object, with errors that name the offending key."""
     if not isinstance(data, Mapping):
-        raise SpecError(f"spec: expected a JSON object, got {json.dumps(data)[:40]}")
+        raise SpecError(f"spec: expected a JSON object, got {_show(data, 40)}")
     known = {"format", "name", "stem_channels", "endpoint_levels", "scaling", "head", "blocks"}
     for key in data:
         if key not in known:
-            raise SpecError(f"spec: unknown field {key!r}")
+            raise SpecError(f"spec: unknown field {_clip(repr(key))}")
     if data.get("format", SPEC_FORMAT) != SPEC_FORMAT:
-        raise SpecError(f"spec.format: unsupported format {data['format']!r} (expected {SPEC_FORMAT})")
+        raise SpecError(f"spec.format: unsupported format {_show(data['format'])} (expected {SPEC_FORMAT})")
     if "blocks" not in data:
         raise SpecError("spec: missing field 'blocks'")
     if not isinstance(data["blocks"], list):
         raise SpecError("spec.blocks: expected a list of blocks")
+    if len(data["blocks"]) > MAX_BLOCKS:  # before building them: the limit also bounds the work
+        raise SpecError(f"spec.blocks: {len(data['blocks']):,} blocks, more than the limit of {MAX_BLOCKS}")
     blocks = tuple(Block(**_parse(Block, b, f"blocks[{i}]", required=("level",))) for i, b in enumerate(data["blocks"]))
     kwargs: dict[str, Any] = {"blocks": blocks}
     if "scaling" in data:
@@ -389,24 +423,49 @@ def validate(spec: ArchSpec) -> None:
     """Raise `SpecError` naming the first problem; the spec's constructor calls this."""
     if not spec.blocks:
         raise SpecError("spec: no blocks")
+    if len(spec.blocks) > MAX_BLOCKS:
+        raise SpecError(f"spec.blocks: {len(spec.blocks):,} blocks, more than the limit of {MAX_BLOCKS}")
+    _validate_name(spec.name)
     if spec.stem_channels < 1:
         raise SpecError(f"stem_channels: must be >= 1, got {spec.stem_channels}")
+    _at_most("stem_channels:", spec.stem_channels, MAX_CHANNELS)
     _validate_scaling(spec.scaling)
     for i, block in enumerate(spec.blocks):
         _validate_block(spec, i, block)
     _validate_outputs(spec)
     _validate_head(spec)
+    _validate_size(spec)
+
+
+def _at_most(label: str, value: float, limit: float) -> None:
+    """``label`` names the field, e.g. ``block 3: width`` or ``stem_channels:``."""
+    if value > limit:
+        raise SpecError(f"{label} {value:,} is more than the limit of {limit:,}")
+
+
+def _validate_name(name: str) -> None:
+    if not isinstance(name, str):
+        raise SpecError(f"name: expected a string, got {_clip(repr(name))}")
+    if len(name) > MAX_NAME_CHARS:
+        raise SpecError(f"name: {len(name):,} characters, more than the limit of {MAX_NAME_CHARS}")
+    if not name.isprintable():  # names go into file names, titles and one-line messages
+        raise SpecError(f"name: {_clip(repr(name))} holds a control character (a line break, a tab, ...)")
 
 
 def _validate_scaling(s: Scaling) -> None:
     if not s.filter_size_scale > 0:
         raise SpecError(f"scaling.filter_size_scale: must be > 0, got {s.filter_size_scale}")
+    _at_most("scaling.filter_size_scale:", s.filter_size_scale, MAX_FILTER_SIZE_SCALE)
     if s.block_repeats < 1:
         raise SpecError(f"scaling.block_repeats: must be >= 1, got {s.block_repeats}")
+    _at_most("scaling.block_repeats:", s.block_repeats, MAX_BLOCK_REPEATS)
     if not s.resample_alpha > 0:
         raise SpecError(f"scaling.resample_alpha: must be > 0, got {s.resample_alpha}")
-    if s.endpoint_channels is not None and s.endpoint_channels < 1:
-        raise SpecError(f"scaling.endpoint_channels: must be >= 1 or null, got {s.endpoint_channels}")
+    _at_most("scaling.resample_alpha:", s.resample_alpha, MAX_RESAMPLE_ALPHA)
+    if s.endpoint_channels is not None:
+        if s.endpoint_channels < 1:
+            raise SpecError(f"scaling.endpoint_channels: must be >= 1 or null, got {s.endpoint_channels}")
+        _at_most("scaling.endpoint_channels:", s.endpoint_channels, MAX_CHANNELS)
 
 
 def _validate_block(spec: ArchSpec, i: int, b: Block) -> None:
@@ -414,21 +473,29 @@ def _validate_block(spec: ArchSpec, i: int, b: Block) -> None:
     for name in ("level", "width", "dilation"):
         value = getattr(b, name)
         if not isinstance(value, int) or isinstance(value, bool):
-            raise SpecError(f"{where}: {name} must be an integer, got {value!r}")
+            raise SpecError(f"{where}: {name} must be an integer, got {_clip(repr(value))}")
     if not MIN_LEVEL <= b.level <= MAX_LEVEL:
         raise SpecError(f"{where}: level {b.level} out of range [{MIN_LEVEL}, {MAX_LEVEL}]")
     if b.type not in BLOCK_TYPES:
-        raise SpecError(f"{where}: type {b.type!r} is not one of {', '.join(BLOCK_TYPES)}")
+        raise SpecError(f"{where}: type {_clip(repr(b.type))} is not one of {', '.join(BLOCK_TYPES)}")
     if b.connection not in CONNECTIONS:
-        raise SpecError(f"{where}: connection {b.connection!r} is not one of {', '.join(CONNECTIONS)}")
+        raise SpecError(f"{where}: connection {_clip(repr(b.connection))} is not one of {', '.join(CONNECTIONS)}")
     if b.width < 1 or scaled_width(b.width, spec.scaling) < 1:
         raise SpecError(f"{where}: width {b.width} is below 1 channel after scaling")
+    _at_most(f"{where}: width", b.width, MAX_CHANNELS)
+    scaled = scaled_width(b.width, spec.scaling)
+    if scaled > MAX_CHANNELS:
+        raise SpecError(
+            f"{where}: width {b.width} x filter_size_scale {spec.scaling.filter_size_scale} = {scaled:,} channels, "
+            f"more than the limit of {MAX_CHANNELS:,}"
+        )
     if b.dilation < 1:
         raise SpecError(f"{where}: dilation must be >= 1, got {b.dilation}")
+    _at_most(f"{where}: dilation", b.dilation, MAX_DILATION)
     if not isinstance(b.output, bool):
-        raise SpecError(f"{where}: output must be a boolean, got {b.output!r}")
+        raise SpecError(f"{where}: output must be a boolean, got {_clip(repr(b.output))}")
     if not isinstance(b.parents, tuple) or not all(isinstance(p, int) and not isinstance(p, bool) for p in b.parents):
-        raise SpecError(f"{where}: parents must be a list of node indices, got {b.parents!r}")
+        raise SpecError(f"{where}: parents must be a list of node indices, got {_clip(repr(b.parents))}")
     if b.connection == "chain" and len(b.parents) != 1:
         raise SpecError(f"{where}: a chain block has exactly one parent, got {len(b.parents)}")
     if b.connection == "fuse" and len(b.parents) not in (1, 2):
@@ -470,7 +537,7 @@ def _validate_outputs(spec: ArchSpec) -> None:
 def _validate_head(spec: ArchSpec) -> None:
     h = spec.head
     if h.kind not in HEAD_KINDS:
-        raise SpecError(f"head.kind: {h.kind!r} is not one of {', '.join(HEAD_KINDS)}")
+        raise SpecError(f"head.kind: {_clip(repr(h.kind))} is not one of {', '.join(HEAD_KINDS)}")
     if h.level not in spec.endpoints:
         raise SpecError(
             f"head.level: no endpoint feature at level {h.level} (endpoints at levels "
@@ -478,8 +545,12 @@ def _validate_head(spec: ArchSpec) -> None:
         )
     if h.aspp_channels < 1:
         raise SpecError(f"head.aspp_channels: must be >= 1, got {h.aspp_channels}")
+    _at_most("head.aspp_channels:", h.aspp_channels, MAX_CHANNELS)
+    if len(h.aspp_rates) > MAX_ASPP_RATES:
+        raise SpecError(f"head.aspp_rates: {len(h.aspp_rates):,} rates, more than the limit of {MAX_ASPP_RATES}")
     if not h.aspp_rates or any(r < 1 for r in h.aspp_rates):
         raise SpecError(f"head.aspp_rates: must be positive integers, got {list(h.aspp_rates)}")
+    _at_most("head.aspp_rates: rate", max(h.aspp_rates), MAX_DILATION)
     if not 0.0 <= h.aspp_dropout < 1.0:
         raise SpecError(f"head.aspp_dropout: must be in [0, 1), got {h.aspp_dropout}")
     if spec.scaling.endpoint_channels is None:
@@ -498,3 +569,22 @@ def _validate_head(spec: ArchSpec) -> None:
             raise SpecError(f"head.decoder_level: no block at level {h.decoder_level} to take low-level features from")
         if h.decoder_channels < 1:
             raise SpecError(f"head.decoder_channels: must be >= 1, got {h.decoder_channels}")
+        _at_most("head.decoder_channels:", h.decoder_channels, MAX_CHANNELS)
+
+
+def _validate_size(spec: ArchSpec) -> None:
+    """Bound the built blocks' weights, which the per-field limits alone let grow with their product."""
+    params = sum(_block_params_at_least(spec, i) for i in spec.live)
+    if params > MAX_BLOCK_PARAMS:
+        raise SpecError(
+            f"spec: the built blocks hold at least {params:.2e} parameters (blocks x block_repeats x width^2), "
+            f"more than the limit of {MAX_BLOCK_PARAMS:.0e}"
+        )
+
+
+def _block_params_at_least(spec: ArchSpec, i: int) -> int:
+    """A lower bound of a block group's conv weights: per block a bottleneck has 3x3 and 1x1 convs of at
+    least 9 + 4 times width^2 weights, a residual block two 3x3 convs of at least 9 times width^2."""
+    block = spec.blocks[i]
+    width = scaled_width(block.width, spec.scaling)
+    return spec.scaling.block_repeats * (13 if block.type == "bottleneck" else 9) * width * width

@@ -154,6 +154,14 @@ def test_cityscapes_missing_mask_names_the_file(tmp_path: Path) -> None:
         cityscapes(tmp_path, "train")
 
 
+def test_cityscapes_mask_without_its_image_names_the_image(tmp_path: Path) -> None:
+    _cityscapes_tree(tmp_path)
+    lost = tmp_path / "leftImg8bit" / "train" / "aachen" / "aachen_000001_000019_leftImg8bit.png"
+    lost.unlink()
+    with pytest.raises(DatasetError, match=f"{lost}: missing image for .*aachen_000001_000019_gtFine_labelIds.png"):
+        cityscapes(tmp_path, "train")
+
+
 def test_cityscapes_label_outside_the_ids_names_the_file(tmp_path: Path) -> None:
     _cityscapes_tree(tmp_path)
     bad = tmp_path / "gtFine" / "val" / "lindau" / "lindau_000000_000019_gtFine_labelIds.png"
@@ -216,6 +224,9 @@ def test_voc_label_outside_classes_and_missing_list(tmp_path: Path) -> None:
         voc(tmp_path, "val")[0]
     with pytest.raises(DatasetError, match=r"test\.txt: split list not found"):
         voc(tmp_path, "test")
+    (tmp_path / "ImageSets" / "Segmentation" / "val.txt").write_bytes(b"\xff\xfe2007\n")
+    with pytest.raises(DatasetError, match=r"val\.txt: not a UTF-8 text file"):
+        voc(tmp_path, "val")
 
 
 # ------------------------------------------------------------------------------------ folder
@@ -243,6 +254,12 @@ def test_folder_layout(tmp_path: Path) -> None:
     ("damage", "message"),
     [
         (lambda r: (r / "train" / "masks" / "img1.png").unlink(), "masks/img1.png: missing mask"),
+        (
+            lambda r: (r / "train" / "images" / "img1.png").unlink(),
+            r"images/img1\.\*: missing image for .*masks/img1.png",
+        ),
+        (lambda r: _png(r / "train" / "images" / "img1.jpg", _rgb()), r"images/img1.png: img1.jpg has the same name"),
+        (lambda r: (r / "classes.txt").write_bytes(b"sky\n\xff\n"), "classes.txt: not a UTF-8 text file"),
         (lambda r: (r / "classes.txt").unlink(), "classes.txt: class-names file not found"),
         (lambda r: (r / "classes.txt").write_text("\n"), "classes.txt: no class names"),
         (lambda r: _png(r / "train" / "masks" / "img0.png", np.full((12, 16), 3)), "img0.png: label 3 outside"),

@@ -1,8 +1,9 @@
 """File-based datasets: Cityscapes, PASCAL VOC 2012 and a generic folder of images and masks.
 
-All three index their files up front (a missing mask is an error naming the file it expected)
-and check each sample when read (unreadable file, image/mask size mismatch, label outside the
-classes and not the ignore index): every error names the file. Nothing is skipped silently.
+All three index their files up front (a missing mask, or a mask whose image is missing, is an
+error naming the file it expected) and check each sample when read (unreadable file, image/mask
+size mismatch, label outside the classes and not the ignore index): every error names the file.
+Nothing is skipped silently.
 """
 
 from __future__ import annotations
@@ -106,6 +107,17 @@ def _require_dir(path: Path, what: str) -> None:
         raise DatasetError(f"{path}: {what} folder not found")
 
 
+def _read_lines(path: Path) -> list[str]:
+    """The non-blank lines of a text file, stripped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def cityscapes(root: str | Path, split: str) -> FileSegmentationDataset:
     """``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` with ``gtFine/<split>/<city>/*_gtFine_labelIds.png``."""
     root = Path(root)
@@ -119,6 +131,12 @@ def cityscapes(root: str | Path, split: str) -> FileSegmentationDataset:
         if not mask.is_file():
             raise DatasetError(f"{mask}: missing mask for {image}")
         pairs.append((image, mask))
+    # A mask without its image means a lost image: an error, not silently one sample fewer.
+    paired = {mask for _, mask in pairs}
+    for mask in sorted(masks_root.glob("*/*_gtFine_labelIds.png")):
+        if mask not in paired:
+            image = images_root / mask.parent.name / mask.name.replace("_gtFine_labelIds.png", "_leftImg8bit.png")
+            raise DatasetError(f"{image}: missing image for {mask}")
     if not pairs:
         raise DatasetError(f"{images_root}: no *_leftImg8bit.png images")
     label_map = np.full(256, IGNORE_INDEX, dtype=np.uint8)
@@ -133,7 +151,7 @@ def voc(root: str | Path, split: str) -> FileSegmentationDataset:
     listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not listing.is_file():
         raise DatasetError(f"{listing}: split list not found")
-    ids = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+    ids = _read_lines(listing)
     if not ids:
         raise DatasetError(f"{listing}: empty split list")
     pairs = []
@@ -154,7 +172,7 @@ def folder(root: str | Path, split: str) -> FileSegmentationDataset:
     names_file = root / "classes.txt"
     if not names_file.is_file():
         raise DatasetError(f"{names_file}: class-names file not found (one class name per line)")
-    names = tuple(line.strip() for line in names_file.read_text().splitlines() if line.strip())
+    names = tuple(_read_lines(names_file))
     if not names:
         raise DatasetError(f"{names_file}: no class names")
     if len(names) > IGNORE_INDEX:
@@ -163,11 +181,19 @@ def folder(root: str | Path, split: str) -> FileSegmentationDataset:
     _require_dir(images_root, "image")
     _require_dir(masks_root, "mask")
     pairs = []
+    image_of: dict[str, Path] = {}
     for image in sorted(p for p in images_root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        if image.stem in image_of:
+            raise DatasetError(f"{image}: {image_of[image.stem].name} has the same name; a mask pairs with one image")
+        image_of[image.stem] = image
         mask = masks_root / f"{image.stem}.png"
         if not mask.is_file():
             raise DatasetError(f"{mask}: missing mask for {image}")
         pairs.append((image, mask))
+    # A mask without its image means a lost image: an error, not silently one sample fewer.
+    for mask in sorted(masks_root.glob("*.png")):
+        if mask.stem not in image_of:
+            raise DatasetError(f"{images_root / mask.stem}.*: missing image for {mask}")
     if not pairs:
         raise DatasetError(f"{images_root}: no images")
     return FileSegmentationDataset(pairs, names)
