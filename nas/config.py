@@ -1,7 +1,8 @@
 """Typed configs: YAML/JSON files <-> frozen dataclasses, with errors that name the key.
 
 `from_dict(Cls, data)` checks every key against the dataclass fields (an unknown key or a value of
-the wrong type is a `ConfigError` naming its dotted path) and builds nested dataclasses,
+the wrong type is a `ConfigError` naming its dotted path: an integer or a boolean is never taken for
+the other, a number must be finite) and builds nested dataclasses,
 ``dict[str, Dataclass]``, ``tuple[...]``, ``Literal[...]`` and optional fields.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -150,7 +152,13 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{_at(where)}expected a number, got {_describe(value)}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
+        if not math.isfinite(number):  # YAML's .nan and .inf pass every range check by comparison
+            raise ConfigError(f"{_at(where)}expected a finite number, got {_describe(value)}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{_at(where)}expected a string, got {_describe(value)}")

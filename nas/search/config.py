@@ -14,6 +14,13 @@ from search_spaces import Head, SearchSpace, SpecError
 
 from .objective import Objective
 
+MAX_NAME = 100
+MAX_BLOCKS = 64
+MAX_SEED = 2**32 - 1
+MAX_RETRIES = 100
+MAX_CONCURRENT = 1024
+RAY_RESOURCE_UNIT = 0.0001  # the smallest nonzero resource request Ray accepts
+
 
 @dataclass(frozen=True)
 class StrategyConfig:
@@ -28,6 +35,7 @@ class StrategyConfig:
             raise ConfigError(f"population: must be >= 2, got {self.population}")
         if not 2 <= self.sample_size <= self.population:
             raise ConfigError(f"sample_size: must be in [2, population={self.population}], got {self.sample_size}")
+        _names("seeds", self.seeds)
 
 
 @dataclass(frozen=True)
@@ -43,22 +51,32 @@ class SpaceConfig:
     head_level: int = 4
     decoder_level: int = 2
 
+    def __post_init__(self) -> None:
+        # Every candidate is a network of this many blocks, trained at a proxy budget: SpineNet's
+        # spaces have 16; far more would only make each trial slower than any budget allows.
+        if self.num_blocks > MAX_BLOCKS:
+            raise ConfigError(f"num_blocks: must be <= {MAX_BLOCKS}, got {self.num_blocks}")
+        self._space()  # its SpecError reads "space: search space: ..." once from_dict adds the key
+
     def build(self) -> SearchSpace:
-        rates = (6, 12, 18) if self.head_level >= 4 else (12, 24, 36)
-        head = Head(kind=self.head, level=self.head_level, aspp_rates=rates, decoder_level=self.decoder_level)
         try:
-            return SearchSpace(
-                num_blocks=self.num_blocks,
-                min_level=self.min_level,
-                max_level=self.max_level,
-                dilations=self.dilations,
-                block_types=self.block_types,
-                parent_window=self.parent_window,
-                output_levels=self.output_levels,
-                head=head,
-            )
+            return self._space()
         except SpecError as exc:
             raise ConfigError(f"space: {exc}") from None
+
+    def _space(self) -> SearchSpace:
+        rates = (6, 12, 18) if self.head_level >= 4 else (12, 24, 36)
+        head = Head(kind=self.head, level=self.head_level, aspp_rates=rates, decoder_level=self.decoder_level)
+        return SearchSpace(
+            num_blocks=self.num_blocks,
+            min_level=self.min_level,
+            max_level=self.max_level,
+            dilations=self.dilations,
+            block_types=self.block_types,
+            parent_window=self.parent_window,
+            output_levels=self.output_levels,
+            head=head,
+        )
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,10 @@ class BudgetConfig:
     def __post_init__(self) -> None:
         if self.trials < 1:
             raise ConfigError(f"trials: must be >= 1, got {self.trials}")
+        if self.time_limit_s is not None and self.time_limit_s <= 0:
+            raise ConfigError(f"time_limit_s: must be > 0 or null (no limit), got {self.time_limit_s}")
+        if self.max_duplicates < 1:
+            raise ConfigError(f"max_duplicates: must be >= 1, got {self.max_duplicates}")
 
 
 @dataclass(frozen=True)
@@ -81,8 +103,18 @@ class ResourcesConfig:
     ray_gpus: int | None = None
 
     def __post_init__(self) -> None:
-        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0 or self.max_concurrent < 1:
-            raise ConfigError("resources: cpus_per_trial > 0, gpus_per_trial >= 0 and max_concurrent >= 1 required")
+        # Ray refuses a nonzero request below its resource unit, and only when a trial is started.
+        if self.cpus_per_trial < RAY_RESOURCE_UNIT:
+            raise ConfigError(f"cpus_per_trial: must be >= {RAY_RESOURCE_UNIT}, got {self.cpus_per_trial}")
+        if self.gpus_per_trial != 0 and self.gpus_per_trial < RAY_RESOURCE_UNIT:
+            raise ConfigError(f"gpus_per_trial: must be 0 or >= {RAY_RESOURCE_UNIT}, got {self.gpus_per_trial}")
+        # Tune asks the searcher for up to max_concurrent candidates ahead of the resources to run them.
+        if not 1 <= self.max_concurrent <= MAX_CONCURRENT:
+            raise ConfigError(f"max_concurrent: must be in [1, {MAX_CONCURRENT}], got {self.max_concurrent}")
+        if self.ray_cpus is not None and self.ray_cpus < 1:
+            raise ConfigError(f"ray_cpus: must be >= 1 or null (all of this machine's), got {self.ray_cpus}")
+        if self.ray_gpus is not None and self.ray_gpus < 0:
+            raise ConfigError(f"ray_gpus: must be >= 0 or null (all of this machine's), got {self.ray_gpus}")
 
 
 @dataclass(frozen=True)
@@ -90,6 +122,12 @@ class SchedulerConfig:
     asha: bool = False  # stop bad candidates early on their intermediate mIoU (needs fidelity eval_every)
     grace_steps: int = 100  # ASHA: no candidate is stopped before this many steps
     reduction_factor: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.grace_steps < 1:
+            raise ConfigError(f"grace_steps: must be >= 1, got {self.grace_steps}")
+        if self.reduction_factor <= 1:
+            raise ConfigError(f"reduction_factor: must be > 1, got {self.reduction_factor}")
 
 
 @dataclass(frozen=True)
@@ -115,8 +153,35 @@ class SearchConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     retries: int = 2  # times Ray Tune restarts a trial whose worker or node died
 
+    def __post_init__(self) -> None:
+        # The name is the Optuna study's: an empty one would make Optuna invent a new name at every
+        # start, so a resumed search would lose its study.
+        if not (0 < len(self.name) <= MAX_NAME and self.name.isprintable() and self.name == self.name.strip()):
+            raise ConfigError(
+                f"name: must be 1 to {MAX_NAME} printable characters without leading or trailing spaces, "
+                f"got {_quoted(self.name)}"
+            )
+        for key in ("task", "fidelity"):
+            if not getattr(self, key).strip():
+                raise ConfigError(f"{key}: must not be empty")
+        if not 0 <= self.seed <= MAX_SEED:  # numpy's generators (Optuna's samplers) take 32-bit seeds
+            raise ConfigError(f"seed: must be in [0, {MAX_SEED}], got {self.seed}")
+        _names("baselines", self.baselines)
+        if not 0 <= self.retries <= MAX_RETRIES:  # Tune reads a negative max_failures as "retry forever"
+            raise ConfigError(f"retries: must be in [0, {MAX_RETRIES}], got {self.retries}")
+
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
+
+
+def _names(key: str, names: tuple[str, ...]) -> None:
+    for i, name in enumerate(names):
+        if not name.strip():
+            raise ConfigError(f"{key}[{i}]: must name a spec (a published name or a spec file), got {_quoted(name)}")
+
+
+def _quoted(text: str) -> str:
+    return repr(text) if len(text) <= 40 else repr(text[:37]) + f"... ({len(text)} characters)"
 
 
 def load_search_config(path: str | Path) -> SearchConfig:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +29,10 @@ import pyarrow.parquet as pq
 import torch
 
 from nas.atomic import atomic_path
-from proxy_tasks.task import load_task
-from search_spaces import ArchSpec
+from proxy_tasks.task import load_task, scale_spec
+from search_spaces import ArchSpec, SpecError
 
+from .config import MAX_SEED
 from .leaderboard import leaderboard, trials_frame
 from .objective import finite_or_none, pareto_front
 from .runner import SearchError, connect_ray, make_trainable, saved_config
@@ -79,18 +81,34 @@ def promote(
     seed: int = 0,
     log=print,
 ) -> PromotionSummary:
+    """Everything is checked before the first write (arguments, the run's config and table, each
+    chosen spec at ``fidelity``, the Ray cluster); a refusal is one `SearchError` or `ConfigError`."""
     run_dir = Path(run_dir).resolve()
+    if top < 1:
+        raise SearchError(f"--top must be >= 1, got {top}")
+    if not 0 <= seed <= MAX_SEED:
+        raise SearchError(f"--seed must be in [0, {MAX_SEED}], got {seed}")
     config = saved_config(run_dir)
     task = load_task(config.task, config.data_root)
-    task.fidelity(fidelity)
+    fid = task.fidelity(fidelity)
     chosen = select(trials_frame(run_dir), top, pareto, config.objective.cost)
     if chosen.empty:
         raise SearchError(f"{run_dir}: no successful trial to promote")
+    for _, row in chosen.iterrows():
+        try:
+            scale_spec(ArchSpec.from_json(row["spec_json"]), fid)
+        except SpecError as exc:
+            raise SearchError(
+                f"trial {row['trial_id']}: its spec cannot be built at fidelity {fidelity!r}: {exc}"
+            ) from None
     out = run_dir / PROMOTED_DIR
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise SearchError(f"{run_dir}: not writable; the promoted models are written into it")
     todo = [row for _, row in chosen.iterrows() if not _done(out / row["spec_hash"], fidelity)]
-    log(f"promoting {len(chosen)} candidates at {fidelity} fidelity ({len(chosen) - len(todo)} already done)")
     if todo:
         connect_ray(config, address, log)
+    log(f"promoting {len(chosen)} candidates at {fidelity} fidelity ({len(chosen) - len(todo)} already done)")
+    if todo:
         _train(todo, config, task, fidelity, seed, run_dir, out, log)
     return _summarise(chosen, out, run_dir, fidelity)
 

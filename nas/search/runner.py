@@ -17,6 +17,7 @@ of its own, named by `tune_session_name`.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import secrets
@@ -32,20 +33,23 @@ import yaml
 import nas
 from nas.atomic import atomic_path
 from nas.config import ConfigError, to_dict
-from proxy_tasks.task import load_task
+from proxy_tasks.task import Fidelity, TaskConfig, load_task, scale_spec
 from search_spaces import ArchSpec, SpecError
 
 from .base import Candidate, Controller
-from .config import SearchConfig, search_config_from_dict
+from .config import ResourcesConfig, SearchConfig, search_config_from_dict
 from .evolution import RegularizedEvolution
 from .nsga2 import NSGA2Search
 from .random_search import RandomSearch
-from .search import Outcome, Search
+from .search import STATE_NAME, Outcome, SavedState, Search, check_run_dir
 from .store import TABLE_NAME
 from .tpe import TPESearch
 from .trainable import train_candidate
 
 CONFIG_NAME = "config.yaml"
+JOURNAL_NAME = "optuna.journal"
+OPTUNA_STRATEGIES = ("tpe", "nsga2")
+MAX_SPEC_BYTES = 2**20  # a 16-block spec is about 3 KB of JSON
 Log = Callable[[str], None]
 
 
@@ -56,6 +60,12 @@ class SearchError(RuntimeError):
 # ---------------------------------------------------------------------------------- building
 def resolve_spec(ref: str) -> ArchSpec:
     """`nas.resolve_spec` with config errors: a published name or a spec file named in a config."""
+    path = Path(ref)
+    if path.exists() or ref.endswith(".json"):
+        if not path.is_file():  # reading a FIFO or a device would block or never end
+            raise ConfigError(f"{ref}: not a spec file")
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise ConfigError(f"{ref}: {path.stat().st_size} bytes, more than a spec file holds (at most 1 MiB)")
     try:
         return nas.resolve_spec(ref)
     except SpecError as exc:
@@ -64,7 +74,9 @@ def resolve_spec(ref: str) -> ArchSpec:
         raise ConfigError(f"{ref}: cannot read the spec file ({exc.strerror or exc})") from None
 
 
-def make_controller(config: SearchConfig, run_dir: Path) -> Controller:
+def make_controller(config: SearchConfig, run_dir: Path, in_memory: bool = False) -> Controller:
+    """The config's strategy; an Optuna one opens (creates) its study unless ``in_memory``, which
+    writes nothing anywhere (for checking a saved controller state)."""
     space = config.space.build()
     directions = config.objective.directions
     strategy = config.strategy
@@ -78,12 +90,21 @@ def make_controller(config: SearchConfig, run_dir: Path) -> Controller:
             )
         except (SpecError, ValueError) as exc:
             raise ConfigError(f"strategy: {exc}") from None
-    storage = config.storage.optuna or str(run_dir / "optuna.journal")
-    if strategy.name == "tpe":
-        return TPESearch(space, config.seed, directions, storage=storage, study_name=config.name)
-    return NSGA2Search(
-        space, config.seed, directions, storage=storage, study_name=config.name, population=strategy.population
-    )
+    storage = None if in_memory else optuna_storage(config, run_dir)
+    kwargs = {"storage": storage, "study_name": config.name}
+    if strategy.name == "nsga2":
+        kwargs["population"] = strategy.population
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return (TPESearch if strategy.name == "tpe" else NSGA2Search)(space, config.seed, directions, **kwargs)
+    except (SQLAlchemyError, OSError) as exc:  # a database that refuses the connection, a full disk
+        reason = " ".join(str(exc).split())[:300]
+        raise SearchError(f"cannot open the Optuna storage {storage}: {reason}") from None
+
+
+def optuna_storage(config: SearchConfig, run_dir: Path) -> str:
+    return config.storage.optuna or str(run_dir / JOURNAL_NAME)
 
 
 def open_search(config: SearchConfig, run_dir: Path, on_change: Callable[[Search], None] | None = None) -> Search:
@@ -115,7 +136,16 @@ def saved_config(run_dir: Path) -> SearchConfig:
 
 def prepare_run_dir(config: SearchConfig | None, run_dir: Path, resume: bool) -> SearchConfig:
     """Check the run directory and return the config to run; writes ``config.yaml`` for a new run."""
-    saved_path = run_dir / CONFIG_NAME
+    config = run_config(config, run_dir, resume)
+    if not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(config, run_dir)
+    return config
+
+
+def run_config(config: SearchConfig | None, run_dir: Path, resume: bool) -> SearchConfig:
+    """The config to run in ``run_dir``: the saved one on resume (only the budget may differ from
+    ``config``); for a new run ``config``, once the directory can hold it. Writes nothing."""
     if resume:
         saved = saved_config(run_dir)
         if config is not None:
@@ -126,14 +156,124 @@ def prepare_run_dir(config: SearchConfig | None, run_dir: Path, resume: bool) ->
                     "only the budget may change on resume"
                 )
             saved = replace(saved, budget=config.budget)
+        _check_writable(run_dir)
         return saved
     if config is None:
         raise SearchError("a new search needs --config")
-    if (run_dir / TABLE_NAME).exists() or saved_path.exists():
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SearchError(f"{run_dir}: not a directory; choose another --out")
+    if any((run_dir / name).exists() for name in (CONFIG_NAME, TABLE_NAME, STATE_NAME)):
         raise SearchError(f"{run_dir} already holds a search; use --resume to continue it or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(config, run_dir)
+    _check_writable(run_dir)
     return config
+
+
+def _check_writable(run_dir: Path) -> None:
+    """The directory, or the folder it will be created in, takes new files."""
+    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+    if not existing.is_dir():
+        raise SearchError(f"{run_dir}: cannot be created ({existing} is not a directory); choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        problem = "not writable" if existing == run_dir else f"cannot be created ({existing} is not writable)"
+        raise SearchError(f"{run_dir}: {problem}; the search writes its results there")
+
+
+def check_config(config: SearchConfig) -> TaskConfig:
+    """Everything in ``config`` that can be checked without writing or connecting: the task and
+    fidelity, the scheduler against the fidelity, the Optuna storage URL, the baselines and seeds,
+    the search space. Returns the task; `ConfigError` naming the key otherwise."""
+    task = load_task(config.task, config.data_root)
+    fidelity = task.fidelity(config.fidelity)
+    _check_scheduler(config, fidelity)
+    if config.strategy.name in OPTUNA_STRATEGIES and config.storage.optuna:
+        check_optuna_url(config.storage.optuna)
+    config.space.build()
+    specs = {"baselines": config.baselines, "strategy.seeds": config.strategy.seeds}
+    for key, refs in specs.items():
+        for i, ref in enumerate(refs):
+            try:
+                scale_spec(resolve_spec(ref), fidelity)
+            except ConfigError as exc:
+                raise ConfigError(f"{key}[{i}]: {exc}") from None
+            except SpecError as exc:  # too narrow once scaled to the fidelity's width
+                raise ConfigError(f"{key}[{i}]: {ref} at fidelity {config.fidelity!r}: {exc}") from None
+    if config.strategy.name == "evolution":
+        make_controller(config, Path("."))  # its seeds must lie in the space; nothing is opened
+    return task
+
+
+def _check_scheduler(config: SearchConfig, fidelity: Fidelity) -> None:
+    scheduler = config.scheduler
+    if not scheduler.asha:
+        return
+    where = f"fidelity {config.fidelity!r} of task {config.task!r}"
+    if fidelity.eval_every == 0:
+        raise ConfigError(f"scheduler.asha: needs intermediate evaluations, but {where} has eval_every 0")
+    if scheduler.grace_steps > fidelity.steps:
+        raise ConfigError(
+            f"scheduler.grace_steps: {scheduler.grace_steps} exceeds the {fidelity.steps} steps of {where}"
+        )
+
+
+def check_optuna_url(url: str) -> None:
+    """An Optuna storage: an RDB URL whose database SQLAlchemy knows and whose driver is installed
+    (checked without connecting), or a journal file path."""
+    if "://" not in url:  # Optuna's journal file, the form `open_storage` gives a path
+        path = Path(url)
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"storage.optuna: {url} is not a file (a journal path or a database URL)")
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"storage.optuna: unknown database {url.split('://')[0]!r} (sqlite:///FILE, postgresql://..., "
+            "mysql://...; or a journal file path)"
+        ) from None
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigError(f"storage.optuna: not a database URL ({' '.join(str(exc).split())[:200]})") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        raise ConfigError(f"storage.optuna: the {parsed.drivername} driver is not installed ({exc})") from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            raise ConfigError("storage.optuna: an in-memory SQLite study does not outlive the search; name a file")
+        folder = Path(parsed.database).parent
+        if not folder.is_dir():
+            raise ConfigError(f"storage.optuna: the folder of the SQLite file, {folder}, does not exist")
+
+
+def check_resumable(config: SearchConfig, run_dir: Path) -> SavedState | None:
+    """Refuse a run directory that cannot be resumed as it is (state and table disagree, the
+    Optuna journal is gone); writes nothing. Returns the saved state, if any."""
+    saved = check_run_dir(run_dir, make_controller(config, run_dir, in_memory=True))
+    if saved is None or config.strategy.name not in OPTUNA_STRATEGIES or config.storage.optuna:
+        return saved
+    journal = run_dir / JOURNAL_NAME
+    # The study is created before the first state is saved: a state without its study cannot go on.
+    if not journal.is_file() or config.name not in _journal_studies(journal):
+        problem = "missing" if not journal.is_file() else f"holds no study {config.name!r}"
+        raise SearchError(
+            f"{journal}: {problem}, but {STATE_NAME} records a {config.strategy.name} search; restore "
+            f"{JOURNAL_NAME} from a backup, or start a new run with another --out"
+        )
+    return saved
+
+
+def _journal_studies(journal: Path) -> list[str]:
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    try:  # the backend opens the file for appending, which leaves an existing one as it is
+        return optuna.study.get_all_study_names(JournalStorage(JournalFileBackend(str(journal))))
+    except (OSError, ValueError) as exc:
+        raise SearchError(f"{journal}: unreadable Optuna journal ({exc})") from None
 
 
 def write_config(config: SearchConfig, run_dir: Path) -> None:
@@ -217,7 +357,10 @@ def outcome_from_result(result: dict | None, error: bool, trial_id: str) -> Outc
     return Outcome(metrics, status, result.get("error") or None, tune_trial_id=trial_id, **common)
 
 
-def connect_ray(config: SearchConfig, address: str | None, log: Log) -> None:
+def connect_ray(config: SearchConfig, address: str | None, log: Log) -> bool:
+    """Join the cluster at ``address`` (or $RAY_ADDRESS), or start a private local Ray; then check
+    that a trial fits on some node (`check_fits`). Returns whether this call connected (a caller
+    that fails later shuts Ray down again); on a refusal nothing of Ray is left running."""
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # failed trials report no mIoU
     # Each reported checkpoint forces an experiment snapshot (num_to_keep=1); cheap at our trial rates.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -228,7 +371,8 @@ def connect_ray(config: SearchConfig, address: str | None, log: Log) -> None:
     import ray
 
     if ray.is_initialized():
-        return
+        check_fits(config.resources, log, may_grow=cluster_may_grow())
+        return False
     if address:
         try:
             ray.init(address=address, log_to_driver=False, logging_level="WARNING")
@@ -244,11 +388,16 @@ def connect_ray(config: SearchConfig, address: str | None, log: Log) -> None:
                 )
             )
             raise SearchError(f"cannot reach the Ray cluster at {address}: {reason}{hint}") from None
+        _check_fits_or_shut_down(config.resources, log, may_grow=cluster_may_grow())
         log(f"joined the Ray cluster at {address}: {ray.cluster_resources()}")
-        return
+        return True
+    _check_local_ray(config.resources)
     # The embedded default: a private local Ray for this search, without the dashboard. Ray 2.60
     # binds its servers to the node's address (it maps 127.0.0.1 to it) and guards them with its
     # token authentication, on by default; a loopback-only binding cannot be asked of ray.init.
+    # Ray logs that it turned token authentication on, a warning line on stderr that would precede
+    # a refusal below; that is the setting this search wants.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     ray.init(
         address="local",  # a new instance, never one a `ray start` on this machine left running
         num_cpus=config.resources.ray_cpus,
@@ -257,7 +406,64 @@ def connect_ray(config: SearchConfig, address: str | None, log: Log) -> None:
         log_to_driver=False,
         logging_level="WARNING",
     )
+    _check_fits_or_shut_down(config.resources, log, may_grow=False)
     log(f"started a local Ray: {ray.cluster_resources()}")
+    return True
+
+
+def _check_local_ray(resources: ResourcesConfig) -> None:
+    """A trial larger than the local Ray the config asks for, refused before starting it."""
+    limits = (
+        ("cpus", resources.cpus_per_trial, resources.ray_cpus),
+        ("gpus", resources.gpus_per_trial, resources.ray_gpus),
+    )
+    for kind, per_trial, total in limits:
+        if total is not None and per_trial > total:
+            raise SearchError(
+                f"resources.{kind}_per_trial {per_trial:g} fits on no node of the local Ray "
+                f"(resources.ray_{kind} {total})"
+            )
+
+
+def _check_fits_or_shut_down(resources: ResourcesConfig, log: Log, may_grow: bool) -> None:
+    import ray
+
+    try:
+        check_fits(resources, log, may_grow)
+    except SearchError:
+        ray.shutdown()
+        raise
+
+
+def check_fits(resources: ResourcesConfig, log: Log, may_grow: bool) -> None:
+    """Refuse trials that no alive node of the connected Ray can run, as Tune would wait for them
+    forever; where an autoscaler may add a node that fits (``may_grow``), say so and go on."""
+    import ray
+
+    nodes = [(n["Resources"].get("CPU", 0), n["Resources"].get("GPU", 0)) for n in ray.nodes() if n.get("Alive")]
+    cpus, gpus = resources.cpus_per_trial, resources.gpus_per_trial
+    if any(c >= cpus and g >= gpus for c, g in nodes):
+        return
+    largest = max(nodes, default=(0, 0))  # (CPUs, GPUs): the node with the most CPUs
+    if not any(c >= cpus for c, _ in nodes):
+        what = f"resources.cpus_per_trial {cpus:g}"
+    elif not any(g >= gpus for _, g in nodes):
+        what = f"resources.gpus_per_trial {gpus:g}"
+        largest = max(nodes, key=lambda n: (n[1], n[0]))
+    else:
+        what = f"resources.cpus_per_trial {cpus:g} with gpus_per_trial {gpus:g}"
+    problem = f"{what} fits on no node of the Ray cluster (largest node: {largest[0]:g} CPUs, {largest[1]:g} GPUs)"
+    if not may_grow:
+        raise SearchError(problem)
+    log(f"{problem} yet; the trials wait for the autoscaler to add one")
+
+
+def cluster_may_grow() -> bool:
+    """Whether an autoscaler may add nodes to the cluster this driver joined: Ray's cluster launcher
+    leaves its config on the head, where the driver runs (Ray Tune tells clusters apart the same
+    way), and KubeRay's autoscaler works inside Kubernetes. Elsewhere (`ray start` by hand, SLURM)
+    the nodes there are all there will be."""
+    return Path("~/ray_bootstrap_config.yaml").expanduser().exists() or "KUBERNETES_SERVICE_HOST" in os.environ
 
 
 def _probe(address: str, timeout_s: float = 10.0) -> None:
@@ -281,23 +487,48 @@ def run_search(
     resume: bool = False,
     log: Log = print,
 ) -> Search:
-    """Run (or resume) the search of ``run_dir`` to its budget; returns the finished `Search`."""
+    """Run (or resume) the search of ``run_dir`` to its budget; returns the finished `Search`.
+
+    Everything is checked before anything is written: the config, the run directory (on resume,
+    that its state and table belong together), then the Ray cluster (a trial must fit on a node).
+    A refusal is one `ConfigError` or `SearchError` and leaves no new directory or file behind.
+    """
     run_dir = Path(run_dir).resolve()
-    config = prepare_run_dir(config, run_dir, resume)
-    task = load_task(config.task, config.data_root)
-    task.fidelity(config.fidelity)  # fails early on a missing fidelity
+    config = run_config(config, run_dir, resume)
+    task = check_config(config)
+    saved = check_resumable(config, run_dir) if resume else None
+    if saved is not None and saved.unfinished == 0 and saved.recorded >= config.budget.trials:
+        log(f"{run_dir}: the budget of {config.budget.trials} trials is spent; nothing to do")
+        return open_search(config, run_dir)  # without Ray
+    connected = connect_ray(config, address, log)
     progress = Progress(log)
-    search = open_search(config, run_dir, on_change=progress.update)
+    try:
+        if not resume:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        search = open_search(config, run_dir, on_change=progress.update)
+        if not resume:
+            write_config(config, run_dir)  # last: a directory without it takes a new search again
+    except BaseException:
+        _disconnect(connected)
+        raise
     if search.finished:
+        _disconnect(connected)
         log(f"{run_dir}: the budget of {config.budget.trials} trials is spent; nothing to do")
         return search
     log(f"search {config.name!r}: strategy {config.strategy.name}, budget {config.budget.trials} trials, "
         f"task {task.name} at {config.fidelity} fidelity, run directory {run_dir}"
         + (f" (resumed: {len(search.store)} rows, {len(search.rerun)} to run again)" if resume else ""))  # fmt: skip
-    connect_ray(config, address, log)
     tune_search(search, config, task.to_dict(), run_dir)
     progress.update(search, final=True)
     return search
+
+
+def _disconnect(connected: bool) -> None:
+    """Shut down (or leave) the Ray that `connect_ray` started (or joined)."""
+    if connected:
+        import ray
+
+        ray.shutdown()
 
 
 def make_trainable(config: SearchConfig, task: dict[str, Any], fidelity: str, seed: int):

@@ -15,13 +15,19 @@ a plain function in-process). It
 Crash safety: the table is written before the controller is told and the state saved, so after
 a SIGKILL at any moment the table holds every finished trial once; on resume, a pending
 candidate that already has a row is told to the controller (the tell the crash interrupted), the
-others run again.
+others run again. A duplicate's row may be the one row beyond the saved state (killed before the
+state save that follows it); resuming moves past it.
+
+Anything else the two files disagree on cannot come from a crash (a table that lacks trials the
+state records as finished, or holds trials the state never started; a table without its state):
+opening such a run directory is refused before anything is written, so no result is overwritten.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -34,7 +40,7 @@ from search_spaces import ArchSpec, SearchSpace
 
 from .base import Candidate, Controller
 from .objective import Objective, finite_or_none
-from .store import METRICS, TABLE_NAME, ResultsStore
+from .store import METRICS, TABLE_NAME, ResultsStore, StoreError
 
 STATE_NAME = "search_state.json"
 STATE_VERSION = 1
@@ -79,7 +85,7 @@ class Search:
         self.seed = seed
         self.max_duplicates = max_duplicates
         self.on_change = on_change
-        self.store = ResultsStore(self.run_dir / TABLE_NAME)
+        self.store = open_store(self.run_dir)
         self.state_path = self.run_dir / STATE_NAME
         self.next_id = 0
         self.pending: dict[int, Candidate] = {}  # asked, not yet recorded
@@ -95,6 +101,8 @@ class Search:
         self.baselines_asked = 0
         if self.state_path.exists():
             self._resume()
+        else:
+            check_stateless(self.run_dir, self.store)
 
     # ------------------------------------------------------------------------------ asking
     @property
@@ -234,27 +242,12 @@ class Search:
             tmp.write_text(json.dumps(state))
 
     def _resume(self) -> None:
-        try:
-            state = json.loads(self.state_path.read_text())
-            if state.get("version") != STATE_VERSION:
-                raise ValueError(f"version {state.get('version')}, expected {STATE_VERSION}")
-            if state["strategy"] != self.controller.name:
-                raise SearchStateError(
-                    f"{self.state_path}: this run was searched with {state['strategy']!r}, "
-                    f"not {self.controller.name!r}; resume it with --strategy {state['strategy']}"
-                )
-            self.controller.load_state_dict(state["controller"])
-            self.next_id = int(state["next_id"])
-            self.baselines_asked = int(state["baselines_asked"])
-            self.attempts = {int(k): int(v) for k, v in state["attempts"].items()}
-            pending = [Candidate.from_dict(c) for c in state["pending"]]
-            parked = [Candidate.from_dict(c) for c in state["parked"]]
-        except SearchStateError:
-            raise
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SearchStateError(f"{self.state_path}: unreadable search state ({exc})") from None
+        saved = read_state(self.state_path, self.controller, self.store)
+        self.next_id = saved.next_id
+        self.baselines_asked = saved.baselines_asked
+        self.attempts = saved.attempts
         recorded = self.store.by_trial()
-        for candidate in pending:
+        for candidate in saved.pending:
             row = recorded.get(candidate.id)
             if row is None:
                 self.rerun.append(candidate)  # it was running when the driver died: once more
@@ -262,7 +255,7 @@ class Search:
                 self.controller.tell(candidate, self._values(row))  # the tell the crash interrupted
         self.controller.recover(self.rerun)
         first = self.store.first_by_network()
-        for twin in parked:
+        for twin in saved.parked:
             if twin.id in recorded:
                 continue
             if twin.spec.network_hash in first:
@@ -281,6 +274,166 @@ class Search:
         return {**counts, "running": len(self.pending), "budget": self.budget, "best": best}
 
 
+# ---------------------------------------------------------------------------------- checking a run directory
+RECOVER = "restore {name} from a backup, or start a new run with another --out"
+
+
+@dataclass
+class SavedState:
+    """A run's ``search_state.json``, checked against its results table."""
+
+    next_id: int
+    baselines_asked: int
+    attempts: dict[int, int]
+    pending: list[Candidate]  # asked and not recorded when the state was saved (reruns included)
+    parked: list[Candidate]
+    recorded: int = 0  # trained (non-duplicate) rows of the table: what the budget counts
+    unfinished: int = 0  # pending and parked candidates without a row: to run again on resume
+
+
+def check_run_dir(run_dir: str | Path, controller: Controller) -> SavedState | None:
+    """Refuse a run directory whose state and results table do not belong together; writes nothing.
+
+    Returns the saved state (None before the first ask). ``controller`` (of the run's strategy)
+    takes the saved controller state, in memory only: pass a throwaway one. The same checks run
+    when a `Search` opens the directory.
+    """
+    run_dir = Path(run_dir)
+    store = open_store(run_dir)
+    if (run_dir / STATE_NAME).exists():
+        return read_state(run_dir / STATE_NAME, controller, store)
+    check_stateless(run_dir, store)
+    return None
+
+
+def open_store(run_dir: Path) -> ResultsStore:
+    try:
+        return ResultsStore(run_dir / TABLE_NAME)
+    except StoreError as exc:
+        raise SearchStateError(f"{exc}; {RECOVER.format(name=TABLE_NAME)}") from None
+
+
+def check_stateless(run_dir: Path, store: ResultsStore) -> None:
+    """Rows without a state: the state is saved at the first ask, before any row is written."""
+    if store.rows:
+        raise SearchStateError(
+            f"{run_dir / STATE_NAME}: missing, but {store.path} holds {len(store.rows)} trials; "
+            + RECOVER.format(name=STATE_NAME)
+        )
+
+
+def read_state(path: Path, controller: Controller, store: ResultsStore) -> SavedState:
+    """The saved state at ``path``, checked against ``store``; ``controller`` takes its saved state.
+
+    Writes nothing. `SearchStateError` (one line naming the file) for a state that cannot be read or
+    that the table contradicts.
+    """
+    try:
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict):
+            raise ValueError("expected a JSON object")
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"version {state.get('version')}, expected {STATE_VERSION}")
+        if state["strategy"] != controller.name:
+            raise SearchStateError(
+                f"{path}: this run was searched with {state['strategy']!r}, "
+                f"not {controller.name!r}; resume it with --strategy {state['strategy']}"
+            )
+        controller.load_state_dict(state["controller"])
+        saved = SavedState(
+            next_id=_count(state["next_id"], "next_id"),
+            baselines_asked=_count(state["baselines_asked"], "baselines_asked"),
+            attempts={int(k): _count(v, f"attempts[{k}]") for k, v in state["attempts"].items()},
+            pending=[Candidate.from_dict(c) for c in state["pending"]],
+            parked=[Candidate.from_dict(c) for c in state["parked"]],
+        )
+        _check_ids(saved)
+    except SearchStateError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SearchStateError(f"{path}: unreadable search state ({exc})") from None
+    saved.next_id = _check_table(saved, store, path)
+    saved.recorded = sum(r["status"] != "duplicate" for r in store.rows)
+    recorded_ids = store.by_trial()
+    saved.unfinished = sum(c.id not in recorded_ids for c in (*saved.pending, *saved.parked))
+    return saved
+
+
+def _count(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{key}: expected a count, got {value!r}")
+    return value
+
+
+def _check_ids(saved: SavedState) -> None:
+    """Every id the state names was handed out (below next_id), each candidate once."""
+    ids = [c.id for c in (*saved.pending, *saved.parked)]
+    if len(set(ids)) != len(ids):
+        raise ValueError("a candidate is listed twice among pending and parked")
+    beyond = sorted(i for i in (*ids, *saved.attempts) if not 0 <= i < saved.next_id)
+    if beyond:
+        raise ValueError(f"candidates {_ranges(beyond)} lie outside next_id {saved.next_id}")
+
+
+def _check_table(saved: SavedState, store: ResultsStore, path: Path) -> int:
+    """The state's next_id once the table agrees with the state; SearchStateError where it does not.
+
+    Legitimate crash states: a pending candidate that already has a row (killed between the row and
+    the state save), and one duplicate row with id next_id (killed between a duplicate's row, which
+    takes the id just asked, and the state save): next_id moves past it.
+    """
+    table, recover = store.path, RECOVER.format(name=TABLE_NAME)
+    ids = [r["trial_id"] for r in store.rows]
+    if any(i is None for i in ids):
+        raise SearchStateError(f"{table}: a row has no trial id; {recover}")
+    twice = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if twice:
+        raise SearchStateError(f"{table}: trials {_ranges(twice)} have more than one row; {recover}")
+    rows = store.by_trial()
+    next_id = saved.next_id
+    beyond = sorted(i for i in rows if i >= next_id)
+    if beyond == [next_id] and rows[next_id]["status"] == "duplicate":
+        next_id += 1
+    never_started = sorted(i for i, r in rows.items() if r["status"] != "duplicate" and i not in saved.attempts)
+    foreign = sorted({i for i in rows if not 0 <= i < next_id} | set(never_started))
+    if foreign:
+        raise SearchStateError(
+            f"{table}: holds trials {_ranges(foreign)} that {path.name} never started (it handed out "
+            f"{saved.next_id} trial ids): the two files are not of the same run; restore the matching "
+            f"{path.name} or {TABLE_NAME} from a backup, or start a new run with another --out"
+        )
+    for candidate in saved.pending:
+        row = rows.get(candidate.id)
+        if row is not None and row["spec_hash"] != candidate.spec.hash:
+            raise SearchStateError(
+                f"{table}: trial {candidate.id} holds spec {row['spec_hash'][:10]}, but {path.name} asked "
+                f"{candidate.spec.hash[:10]} as that trial: the two files are not of the same run; {recover}"
+            )
+    unaccounted = sorted(set(range(saved.next_id)) - set(rows) - {c.id for c in (*saved.pending, *saved.parked)})
+    if unaccounted and not table.exists():
+        raise SearchStateError(
+            f"{table}: missing, but {path.name} records {len(unaccounted)} finished trials "
+            f"({_ranges(unaccounted)}); {recover}"
+        )
+    if unaccounted:
+        raise SearchStateError(
+            f"{table}: lacks trials {_ranges(unaccounted)}, which {path.name} records as finished; {recover}"
+        )
+    return next_id
+
+
+def _ranges(ids: list[int], most: int = 6) -> str:
+    """Sorted ids as ranges: [0, 1, 2, 5] -> "0-2, 5" (the first ``most`` ranges)."""
+    spans: list[list[int]] = []
+    for i in ids:
+        if spans and i == spans[-1][1] + 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans[:most])
+    return text + (", ..." if len(spans) > most else "")
+
+
 def evaluate_in_process(search: Search, evaluate: Callable[[Candidate], Outcome]) -> Search:
     """Run ``search`` to its end with ``evaluate`` called on each candidate in turn (no Ray)."""
     while (candidate := search.next_candidate()) is not None:
@@ -296,4 +449,4 @@ def _utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, timezone.utc)
 
 
-__all__ = ["STATE_NAME", "Outcome", "Search", "SearchSpace", "SearchStateError", "evaluate_in_process"]
+__all__ = ["STATE_NAME", "Outcome", "Search", "SearchSpace", "SearchStateError", "check_run_dir", "evaluate_in_process"]
