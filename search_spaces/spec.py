@@ -560,6 +560,8 @@ def _validate_head(spec: ArchSpec) -> None:
             raise SpecError(
                 f"head: endpoints have different widths ({listed}); set scaling.endpoint_channels so they can be summed"
             )
+    if not MIN_LEVEL <= h.decoder_level <= MAX_LEVEL:  # unused by a DeepLabv3 head, but still a level
+        raise SpecError(f"head.decoder_level: {h.decoder_level} out of range [{MIN_LEVEL}, {MAX_LEVEL}]")
     if h.kind == "deeplabv3plus":
         if not MIN_LEVEL <= h.decoder_level < h.level:
             raise SpecError(

@@ -224,7 +224,7 @@ TASK = yaml.safe_load(builtin_tasks()["synthetic"].read_text())
 SMOKE = ("fidelities", "smoke")
 TASK_VALUES: list[tuple[str, Any]] = [
     ("unknown-key", (("colour",), "red")),
-    ("no-dataset", (("dataset",), DELETE)),
+    ("dataset=list", (("dataset",), ["synthetic"])),
     ("no-fidelities", (("fidelities",), DELETE)),
     ("fidelities=[]", (("fidelities",), [])),
     ("dataset.kind=bogus", (("dataset", "kind"), "bogus")),

@@ -185,7 +185,7 @@ def check_config(config: SearchConfig) -> TaskConfig:
     task = load_task(config.task, config.data_root)
     fidelity = task.fidelity(config.fidelity)
     _check_scheduler(config, fidelity)
-    if config.strategy.name in OPTUNA_STRATEGIES and config.storage.optuna:
+    if config.storage.optuna:  # also where this strategy does not use it: a bad URL is a bad config
         check_optuna_url(config.storage.optuna)
     config.space.build()
     specs = {"baselines": config.baselines, "strategy.seeds": config.strategy.seeds}

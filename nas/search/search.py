@@ -350,6 +350,8 @@ def read_state(path: Path, controller: Controller, store: ResultsStore) -> Saved
         _check_ids(saved)
     except SearchStateError:
         raise
+    except RecursionError:
+        raise SearchStateError(f"{path}: unreadable search state (nested too deeply)") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SearchStateError(f"{path}: unreadable search state ({exc})") from None
     saved.next_id = _check_table(saved, store, path)
