@@ -66,8 +66,15 @@ def ray_head(tmp_path):
 
 def test_nas_search_joins_a_running_ray_head_with_the_smoke_config(tmp_path, ray_head) -> None:
     run_dir = tmp_path / "run"
-    env = {**token_env(tmp_path), "NAS_CACHE_DIR": str(tmp_path / "cache")}
+    # Without the cluster's token a joining driver is refused in one line that says where the token goes.
+    tokenless = {**token_env(tmp_path), "HOME": str(tmp_path / "home"), "NAS_CACHE_DIR": str(tmp_path / "cache")}
+    del tokenless["RAY_AUTH_TOKEN_PATH"]
     command = [*NAS, "search", "--config", "launch/configs/smoke.yaml", "--out", str(run_dir), "--address", ray_head]
+    refused = subprocess.run(command, env=tokenless, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr[-3000:]
+    assert refused.stderr.startswith("nas: error: cannot reach the Ray cluster") and "RAY_AUTH_TOKEN" in refused.stderr
+    assert not run_dir.exists()
+    env = {**token_env(tmp_path), "NAS_CACHE_DIR": str(tmp_path / "cache")}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"joined the Ray cluster at {ray_head}" in done.stderr

@@ -378,16 +378,7 @@ def connect_ray(config: SearchConfig, address: str | None, log: Log) -> bool:
             ray.init(address=address, log_to_driver=False, logging_level="WARNING")
         except Exception as exc:  # ConnectionError, TimeoutError, RuntimeError depending on the failure
             reason = " ".join(str(exc).split())[:200]
-            # Ray never turns token authentication on by itself for an explicit address, while
-            # `ray start` clusters use it by default: the likeliest cause when the port answers.
-            hint = (
-                ""
-                if os.environ.get("RAY_AUTH_MODE")
-                else (
-                    "; if the cluster uses token authentication (the default of `ray start`), set RAY_AUTH_MODE=token"
-                )
-            )
-            raise SearchError(f"cannot reach the Ray cluster at {address}: {reason}{hint}") from None
+            raise SearchError(f"cannot reach the Ray cluster at {address}: {reason}{_auth_hint(reason)}") from None
         _check_fits_or_shut_down(config.resources, log, may_grow=cluster_may_grow())
         log(f"joined the Ray cluster at {address}: {ray.cluster_resources()}")
         return True
@@ -464,6 +455,19 @@ def cluster_may_grow() -> bool:
     way), and KubeRay's autoscaler works inside Kubernetes. Elsewhere (`ray start` by hand, SLURM)
     the nodes there are all there will be."""
     return Path("~/ray_bootstrap_config.yaml").expanduser().exists() or "KUBERNETES_SERVICE_HOST" in os.environ
+
+
+def _auth_hint(reason: str) -> str:
+    """What a joining driver lacks, where Ray's token authentication is the likeliest cause."""
+    if "token" in reason.lower():
+        return (
+            "; a joining driver needs the cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN or "
+            "RAY_AUTH_TOKEN_PATH (see launch/README.md, Authentication)"
+        )
+    if not os.environ.get("RAY_AUTH_MODE"):
+        # Ray never turns token authentication on by itself for a driver joining an explicit address.
+        return "; if the cluster uses token authentication, set RAY_AUTH_MODE=token"
+    return ""
 
 
 def _probe(address: str, timeout_s: float = 10.0) -> None:
