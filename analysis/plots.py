@@ -36,8 +36,15 @@ def plot_pareto(run: RunLike, cost: str = "flops", references: bool = True) -> F
     ax.scatter(points[cost], points["miou"], s=26, color="0.6", zorder=2, label=f"trials ({len(points)})")
     front = run.pareto(cost)
     # steps-post: between two front points the best mIoU reachable is the cheaper point's.
-    ax.plot(front[cost], front["miou"], drawstyle="steps-post", marker="o", color="tab:red", zorder=3,
-            label=f"Pareto front ({len(front)})")  # fmt: skip
+    ax.plot(
+        front[cost],
+        front["miou"],
+        drawstyle="steps-post",
+        marker="o",
+        color="tab:red",
+        zorder=3,
+        label=f"Pareto front ({len(front)})",
+    )
     for _, row in front.iterrows():
         ax.annotate(row["name"], (row[cost], row["miou"]), xytext=(4, 4), textcoords="offset points", fontsize=7)
     xs = list(points[cost])
@@ -60,20 +67,48 @@ def _draw_references(fig: Figure, ax, refs: pd.DataFrame, cost: str) -> list[flo
     """Draw the reference rows; returns their x values (for the axis scale)."""
     trained = refs[refs["trained"]]
     if len(trained):
-        ax.scatter(trained["cost"], trained["miou"], marker="*", s=180, color="gold", edgecolors="black",
-                   zorder=4, label="reference (trained in this run)")  # fmt: skip
+        ax.scatter(
+            trained["cost"],
+            trained["miou"],
+            marker="*",
+            s=180,
+            color="gold",
+            edgecolors="black",
+            zorder=4,
+            label="reference (trained in this run)",
+        )
         for _, r in trained.iterrows():
             ax.annotate(r["name"], (r["cost"], r["miou"]), xytext=(6, -10), textcoords="offset points", fontsize=7)
     cost_only = refs[~refs["trained"] & refs["cost"].notna()]
     for _, r in cost_only.iterrows():
-        ax.axvline(r["cost"], color="tab:purple", linestyle="--", linewidth=1.1, zorder=1,
-                   label=f"{r['name']}: {COST_LABELS[cost]} only, not trained (no mIoU)")  # fmt: skip
-        ax.text(r["cost"], 0.02, f" {r['name']}", transform=ax.get_xaxis_transform(), rotation=90, fontsize=7,
-                color="tab:purple", va="bottom")  # fmt: skip
+        ax.axvline(
+            r["cost"],
+            color="tab:purple",
+            linestyle="--",
+            linewidth=1.1,
+            zorder=1,
+            label=f"{r['name']}: {COST_LABELS[cost]} only, not trained (no mIoU)",
+        )
+        ax.text(
+            r["cost"],
+            0.02,
+            f" {r['name']}",
+            transform=ax.get_xaxis_transform(),
+            rotation=90,
+            fontsize=7,
+            color="tab:purple",
+            va="bottom",
+        )
     missing = refs[~refs["trained"] & refs["cost"].isna()]
     if len(missing):
-        fig.text(0.01, 0.005, "not shown: " + "; ".join(f"{r['name']} ({r['note']})" for _, r in missing.iterrows()),
-                 fontsize=6, color="0.35", va="bottom")  # fmt: skip
+        fig.text(
+            0.01,
+            0.005,
+            "not shown: " + "; ".join(f"{r['name']} ({r['note']})" for _, r in missing.iterrows()),
+            fontsize=6,
+            color="0.35",
+            va="bottom",
+        )
     return [*trained["cost"], *cost_only["cost"]]
 
 
@@ -113,8 +148,9 @@ def plot_proxy_vs_full(run: RunLike) -> Figure:
     fig, ax = _figure(5.8, 5.0)
     ax.scatter(pairs["proxy_miou"], pairs["full_miou"], s=40, color="tab:blue", zorder=3)
     for _, row in pairs.iterrows():
-        ax.annotate(row["name"], (row["proxy_miou"], row["full_miou"]), xytext=(4, 4), textcoords="offset points",
-                    fontsize=7)  # fmt: skip
+        ax.annotate(
+            row["name"], (row["proxy_miou"], row["full_miou"]), xytext=(4, 4), textcoords="offset points", fontsize=7
+        )
     low = min(pairs["proxy_miou"].min(), pairs["full_miou"].min())
     high = max(pairs["proxy_miou"].max(), pairs["full_miou"].max())
     ax.plot([low, high], [low, high], linestyle=":", color="0.5", label="equal mIoU")
@@ -181,8 +217,10 @@ def plot_topologies(run: RunLike, top: int = 3) -> Figure:
     longest = max(len(s.blocks) for s in specs)
     fig, axes = _figure(max(6.0, 0.45 * longest + 2) + 2.2, 3.8 * len(specs), rows=len(specs))
     for rank, (ax, spec, (_, row)) in enumerate(zip(axes, specs, board.iterrows()), start=1):
-        title = (f"#{rank} {row['name']} ({row['spec_hash'][:10]}): objective {row['objective']:.4f}, "
-                 f"{_eng(row['flops'])}FLOPs")  # fmt: skip
+        title = (
+            f"#{rank} {row['name']} ({row['spec_hash'][:10]}): objective {row['objective']:.4f}, "
+            f"{_eng(row['flops'])}FLOPs"
+        )
         draw_topology(spec, ax=ax, title=title)
     return fig
 

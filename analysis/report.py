@@ -76,17 +76,33 @@ def _sections(run: Run, folder: Path, top: int) -> list[str]:
     if run.trials.empty:
         return [*parts, "<p class='note'>No trial has finished yet.</p>"]
     parts.append(_section("Leaderboard", _table(_board(run.leaderboard(TOP_ROWS)))))
-    parts.append(_section("Pareto front", _pareto_tables(run), _image(folder, "pareto_flops.png",
-                          lambda: plots.plot_pareto(run, "flops"))))  # fmt: skip
+    parts.append(
+        _section(
+            "Pareto front",
+            _pareto_tables(run),
+            _image(folder, "pareto_flops.png", lambda: plots.plot_pareto(run, "flops")),
+        )
+    )
     if (run.ok()["latency_ms"] > 0).any():
-        parts.append(_section("Pareto front (latency)", _image(folder, "pareto_latency.png",
-                              lambda: plots.plot_pareto(run, "latency_ms"))))  # fmt: skip
+        parts.append(
+            _section(
+                "Pareto front (latency)",
+                _image(folder, "pareto_latency.png", lambda: plots.plot_pareto(run, "latency_ms")),
+            )
+        )
     parts.append(_section("Best so far", _image(folder, "best_so_far.png", lambda: plots.plot_best_so_far(run))))
-    parts.append(_section(f"Topologies of the top {top}",
-                          _image(folder, "topologies.png", lambda: plots.plot_topologies(run, top))))  # fmt: skip
+    parts.append(
+        _section(
+            f"Topologies of the top {top}", _image(folder, "topologies.png", lambda: plots.plot_topologies(run, top))
+        )
+    )
     parts.append(_lineage_section(run, folder))
-    parts.append(_section(f"Per-class IoU of the top {top}",
-                          _image(folder, "per_class_iou.png", lambda: plots.plot_per_class_iou(run, top))))  # fmt: skip
+    parts.append(
+        _section(
+            f"Per-class IoU of the top {top}",
+            _image(folder, "per_class_iou.png", lambda: plots.plot_per_class_iou(run, top)),
+        )
+    )
     parts.append(_promotion_section(run, folder))
     return parts
 

@@ -32,18 +32,52 @@ PROMOTED_TABLE = "promoted.parquet"
 PROMOTED_DIR = "promoted"
 SUMMARY_NAME = "summary.json"
 PROMOTED_COLUMNS = {
-    "spec_hash": "object", "name": "object", "trial_id": "Int64", "status": "object", "fidelity": "object",
-    "proxy_miou": "float64", "proxy_objective": "float64", "full_miou": "float64", "full_pixel_accuracy": "float64",
-    "flops": "Int64", "params": "Int64", "full_train_seconds": "float64", "path": "object",
-}  # fmt: skip
+    "spec_hash": "object",
+    "name": "object",
+    "trial_id": "Int64",
+    "status": "object",
+    "fidelity": "object",
+    "proxy_miou": "float64",
+    "proxy_objective": "float64",
+    "full_miou": "float64",
+    "full_pixel_accuracy": "float64",
+    "flops": "Int64",
+    "params": "Int64",
+    "full_train_seconds": "float64",
+    "path": "object",
+}
 # Reference points on the Pareto axes besides the run's own baselines: the two families the search
 # space contains (DeepLabv3 with a dilated ResNet, and SpineNet).
 REFERENCE_NAMES = ("deeplabv3-resnet50", "spinenet-49")
-LEADERBOARD_COLUMNS = ["trial_id", "name", "spec_hash", "strategy", "origin", "status", "objective", "miou", "flops",
-                       "latency_ms", "params", "train_seconds", "attempts"]  # fmt: skip
+LEADERBOARD_COLUMNS = [
+    "trial_id",
+    "name",
+    "spec_hash",
+    "strategy",
+    "origin",
+    "status",
+    "objective",
+    "miou",
+    "flops",
+    "latency_ms",
+    "params",
+    "train_seconds",
+    "attempts",
+]
 BEST_COLUMNS = ["run", "strategy", "trial", "trial_id", "name", "status", "objective", "best"]
-LINEAGE_COLUMNS = ["step", "trial_id", "name", "spec_hash", "origin", "mutation", "mutation_block", "mutation_args",
-                   "objective", "miou", "status"]  # fmt: skip
+LINEAGE_COLUMNS = [
+    "step",
+    "trial_id",
+    "name",
+    "spec_hash",
+    "origin",
+    "mutation",
+    "mutation_block",
+    "mutation_args",
+    "objective",
+    "miou",
+    "status",
+]
 REFERENCE_COLUMNS = ["name", "spec_hash", "trained", "trial_id", "miou", "cost", "note"]
 
 
@@ -461,8 +495,15 @@ def _reference_spec(ref: str) -> ArchSpec | None:
 
 
 def _reference_row(name, spec_hash, trained=False, trial_id=None, miou=math.nan, cost=math.nan, note=""):
-    return {"name": name, "spec_hash": spec_hash, "trained": trained, "trial_id": trial_id,
-            "miou": _float(miou), "cost": _float(cost), "note": note}  # fmt: skip
+    return {
+        "name": name,
+        "spec_hash": spec_hash,
+        "trained": trained,
+        "trial_id": trial_id,
+        "miou": _float(miou),
+        "cost": _float(cost),
+        "note": note,
+    }
 
 
 @lru_cache(maxsize=64)

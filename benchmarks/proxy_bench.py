@@ -77,11 +77,15 @@ def bench_loop(args: argparse.Namespace) -> None:
     bare_before = bare_loop()
     result = run_trial(spec, task, args.fidelity, seed=0, device=device)
     bare = (bare_before + bare_loop()) / 2
-    print(f"{spec.name} at {args.fidelity} fidelity, batch {fid.batch_size}, {fid.steps} steps, device {device}, "
-          f"threads {torch.get_num_threads()}, loader workers {task.workers}")  # fmt: skip
+    print(
+        f"{spec.name} at {args.fidelity} fidelity, batch {fid.batch_size}, {fid.steps} steps, device {device}, "
+        f"threads {torch.get_num_threads()}, loader workers {task.workers}"
+    )
     print(f"  bare loop          {bare:8.1f} images/s")
-    print(f"  trial              {result.images_per_second:8.1f} images/s "
-          f"(data wait {100 * result.data_wait_fraction:.1f} % of training time)")  # fmt: skip
+    print(
+        f"  trial              {result.images_per_second:8.1f} images/s "
+        f"(data wait {100 * result.data_wait_fraction:.1f} % of training time)"
+    )
     print(f"  ratio trial / bare {result.images_per_second / bare:8.3f} (goal >= 0.95)")
 
 
@@ -91,9 +95,11 @@ def bench_cost(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         result = run_trial(get_spec(name), task, args.fidelity, seed=0, device=args.device)
         wall = time.perf_counter() - start
-        print(f"{name:<24} {wall:6.1f} s wall ({result.train_seconds:.1f} s training, "
-              f"{result.eval_seconds:.1f} s evaluation), {result.images_per_second:.1f} images/s, "
-              f"{result.params:,} params, mIoU {result.miou:.3f}")  # fmt: skip
+        print(
+            f"{name:<24} {wall:6.1f} s wall ({result.train_seconds:.1f} s training, "
+            f"{result.eval_seconds:.1f} s evaluation), {result.images_per_second:.1f} images/s, "
+            f"{result.params:,} params, mIoU {result.miou:.3f}"
+        )
 
 
 def _architectures(samples: int) -> list[ArchSpec]:
@@ -107,10 +113,18 @@ def _one_trial(job: tuple[str, str, str, int, str, int]) -> dict:
     torch.set_num_threads(threads)
     task = load_task(task_ref)
     result = run_trial(ArchSpec.from_json(spec_json), task, fidelity, seed=seed, device=device)
-    return {"fidelity": fidelity, "seed": seed, "miou": result.miou, "per_class_iou": result.per_class_iou,
-            "seconds": result.train_seconds + result.eval_seconds, "status": result.status,
-            "val_loss": result.val_loss, "loss_final": result.loss_final, "spec_hash": result.spec_hash,
-            "settings": _settings(task, fidelity)}  # fmt: skip
+    return {
+        "fidelity": fidelity,
+        "seed": seed,
+        "miou": result.miou,
+        "per_class_iou": result.per_class_iou,
+        "seconds": result.train_seconds + result.eval_seconds,
+        "status": result.status,
+        "val_loss": result.val_loss,
+        "loss_final": result.loss_final,
+        "spec_hash": result.spec_hash,
+        "settings": _settings(task, fidelity),
+    }
 
 
 def _settings(task, fidelity: str) -> dict:
@@ -151,8 +165,11 @@ def _run_signal(args: argparse.Namespace) -> dict[str, list[dict]]:
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.device == "cpu" else 1
     runs = [(name, spec, args.fidelity, seed) for name, spec in zip(names, archs) for seed in range(args.seeds)]
     if args.reference and not args.reference_from:
-        runs += [(name, spec, args.reference, seed)
-                 for name, spec in zip(names, archs) for seed in range(args.reference_seeds)]  # fmt: skip
+        runs += [
+            (name, spec, args.reference, seed)
+            for name, spec in zip(names, archs)
+            for seed in range(args.reference_seeds)
+        ]
     results: dict[str, list[dict]] = {n: [] for n in names}
     header = {}
     if args.out and os.path.exists(args.out):  # resume: the trials already in the file are not run again
@@ -171,9 +188,12 @@ def _run_signal(args: argparse.Namespace) -> dict[str, list[dict]]:
         runs = [run for run in runs if (run[0], run[2], run[3]) not in done]
         print(f"{len(done)} trials of these architectures already done, {len(runs)} to run")
     header = {k: v for k, v in header.items() if k != "results"} | {
-        "task": task.name, "dataset": _dataset(task), "fidelity": args.fidelity,
-        "reference": args.reference, "generator_version": GENERATOR_VERSION,
-    }  # fmt: skip
+        "task": task.name,
+        "dataset": _dataset(task),
+        "fidelity": args.fidelity,
+        "reference": args.reference,
+        "generator_version": GENERATOR_VERSION,
+    }
     jobs = [(spec.to_json(), args.task, fidelity, seed, args.device, threads) for _, spec, fidelity, seed in runs]
     start = time.perf_counter()
     # Spawned workers: a forked child of a process that has used OpenMP threads can hang.
@@ -184,8 +204,11 @@ def _run_signal(args: argparse.Namespace) -> dict[str, list[dict]]:
             for future in as_completed(futures):
                 name, row = futures[future], future.result()
                 results[name].append(row)
-                print(f"  {name:<24} {row['fidelity']:<9} seed {row['seed']}  mIoU {row['miou']:.4f}  "
-                      f"{row['seconds']:.0f} s  {row['status']}", flush=True)  # fmt: skip
+                print(
+                    f"  {name:<24} {row['fidelity']:<9} seed {row['seed']}  mIoU {row['miou']:.4f}  "
+                    f"{row['seconds']:.0f} s  {row['status']}",
+                    flush=True,
+                )
                 if args.out:  # every finished trial is kept, whatever happens to the rest
                     with atomic_path(args.out) as tmp, open(tmp, "w") as f:
                         json.dump(header | {"results": results}, f, indent=1)
@@ -227,12 +250,15 @@ def _checked_rows(path: str, saved: dict, task, names: list[str], archs: list[Ar
     for name, spec in zip(names, archs):
         for row in rows.get(name, []):
             if row.get("spec_hash", spec.hash) != spec.hash:  # the search space or a published spec changed
-                raise SystemExit(f"{path}: its {name} is spec {row['spec_hash'][:10]}, this run's is "
-                                 f"{spec.hash[:10]}; measure again")  # fmt: skip
+                raise SystemExit(
+                    f"{path}: its {name} is spec {row['spec_hash'][:10]}, this run's is {spec.hash[:10]}; measure again"
+                )
             fidelity = row.get("fidelity")
             if "settings" in row and fidelity in task.fidelities and row["settings"] != _settings(task, fidelity):
-                raise SystemExit(f"{path}: its {fidelity} trials were run with other {fidelity} or optimizer "
-                                 f"settings than task {task.name!r} has now; use another file")  # fmt: skip
+                raise SystemExit(
+                    f"{path}: its {fidelity} trials were run with other {fidelity} or optimizer "
+                    f"settings than task {task.name!r} has now; use another file"
+                )
     return rows
 
 
@@ -268,20 +294,26 @@ def _summarise_signal(results: dict[str, list[dict]], fidelity: str, reference: 
     print(f"\n{'architecture':<24} {fidelity} mean   {reference} mean")
     for n, m, r in zip(names, means, ref_means):
         print(f"{n:<24} {m:.4f}        {r:.4f}")
-    print(f"Kendall tau {tau:.3f}, Spearman rho {rho:.3f} ({fidelity} mean vs {reference} mean of "
-          f"{len(ref[names[0]])} seeds, {len(names)} architectures; goal tau >= 0.6)")  # fmt: skip
+    print(
+        f"Kendall tau {tau:.3f}, Spearman rho {rho:.3f} ({fidelity} mean vs {reference} mean of "
+        f"{len(ref[names[0]])} seeds, {len(names)} architectures; goal tau >= 0.6)"
+    )
     # What a search sees: one seed's ranking, not the mean of three.
     single = [kendalltau([proxy[n][s] for n in names], ref_means).statistic for s in range(len(proxy[names[0]]))]
-    print(f"one {fidelity} seed against the {reference} mean: Kendall tau {', '.join(f'{t:.3f}' for t in single)} "
-          f"(mean {statistics.mean(single):.3f})")  # fmt: skip
+    print(
+        f"one {fidelity} seed against the {reference} mean: Kendall tau {', '.join(f'{t:.3f}' for t in single)} "
+        f"(mean {statistics.mean(single):.3f})"
+    )
 
 
 def _seed_table(results: dict[str, list[dict]], fidelity: str, metric: str = "miou") -> dict[str, list[float]] | None:
     """``metric`` per architecture (higher is better: a loss is negated) over the seeds every
     architecture has at ``fidelity`` (None: some have none)."""
     sign = 1 if metric == "miou" else -1
-    by_seed = {n: {r["seed"]: sign * r[metric] for r in rows if r["fidelity"] == fidelity and metric in r}
-               for n, rows in results.items()}  # fmt: skip
+    by_seed = {
+        n: {r["seed"]: sign * r[metric] for r in rows if r["fidelity"] == fidelity and metric in r}
+        for n, rows in results.items()
+    }
     seeds = sorted(set.intersection(*(set(v) for v in by_seed.values()))) if by_seed else []
     if not seeds:
         return None
@@ -303,8 +335,10 @@ def _print_seed_stats(table: dict[str, list[float]], fidelity: str) -> list[floa
         return means  # spread and rank agreement need two architectures and two seeds
     noise = statistics.mean(statistics.stdev(table[n]) for n in names)
     spread = statistics.stdev(means)
-    print(f"spread between architectures (std of means) {spread:.4f}; seed noise (mean std) {noise:.4f}; "
-          f"ratio {spread / noise if noise else float('inf'):.2f}")  # fmt: skip
+    print(
+        f"spread between architectures (std of means) {spread:.4f}; seed noise (mean std) {noise:.4f}; "
+        f"ratio {spread / noise if noise else float('inf'):.2f}"
+    )
     # Every architecture sees the same batches at a given seed: a shift common to all of them is the
     # seed's (its data order), not any architecture's.
     per_seed = [statistics.mean(table[n][s] for n in names) for s in range(seeds)]
@@ -314,10 +348,14 @@ def _print_seed_stats(table: dict[str, list[float]], fidelity: str) -> list[floa
     print(f"one-way ANOVA over architectures: F = {anova.statistic:.2f}, p = {anova.pvalue:.2g}")
     # Would one seed rank the architectures as another seed does? Kendall tau over seed pairs. This
     # bounds what any cheaper fidelity can reach against this one.
-    taus = [kendalltau([table[n][a] for n in names], [table[n][b] for n in names]).statistic
-            for a, b in itertools.combinations(range(seeds), 2)]  # fmt: skip
-    print(f"{fidelity} seed-to-seed Kendall tau (one seed's ranking against another's): "
-          f"{', '.join(f'{t:.3f}' for t in taus)} (mean {statistics.mean(taus):.3f})")  # fmt: skip
+    taus = [
+        kendalltau([table[n][a] for n in names], [table[n][b] for n in names]).statistic
+        for a, b in itertools.combinations(range(seeds), 2)
+    ]
+    print(
+        f"{fidelity} seed-to-seed Kendall tau (one seed's ranking against another's): "
+        f"{', '.join(f'{t:.3f}' for t in taus)} (mean {statistics.mean(taus):.3f})"
+    )
     return means
 
 
@@ -335,12 +373,23 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--only", nargs="+", help="signal: just these of the architectures (e.g. spinenet-49)")
     parser.add_argument("--reference", help="fidelity to rank against (e.g. full-1k)")
-    parser.add_argument("--reference-seeds", type=int, default=1,
-                        help="signal: reference runs per architecture (not with --reference-from)")  # fmt: skip
-    parser.add_argument("--reference-from", help="signal: take the reference trials from this results file "
-                        "(e.g. benchmarks/results/synthetic-full-1k.json, measured on a GPU)")  # fmt: skip
-    parser.add_argument("--metric", choices=["miou", "val_loss", "loss_final"], default="miou",
-                        help="signal: what ranks the proxy trials (losses: lower is better)")  # fmt: skip
+    parser.add_argument(
+        "--reference-seeds",
+        type=int,
+        default=1,
+        help="signal: reference runs per architecture (not with --reference-from)",
+    )
+    parser.add_argument(
+        "--reference-from",
+        help="signal: take the reference trials from this results file "
+        "(e.g. benchmarks/results/synthetic-full-1k.json, measured on a GPU)",
+    )
+    parser.add_argument(
+        "--metric",
+        choices=["miou", "val_loss", "loss_final"],
+        default="miou",
+        help="signal: what ranks the proxy trials (losses: lower is better)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="trials at a time (signal; CPU threads are shared)")
     parser.add_argument("--out", help="signal: write every finished trial's result to this JSON file")
     parser.add_argument("--results", help="signal: summarise a file written by --out instead of training")

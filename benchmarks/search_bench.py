@@ -34,11 +34,20 @@ def bench_platform(args: argparse.Namespace) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="search-bench-"))
     config_path = work / "search.yaml"
-    config_path.write_text(yaml.safe_dump({
-        "name": "bench", "task": args.task, "fidelity": args.fidelity, "baselines": [], "seed": 0,
-        "strategy": {"name": "random"}, "budget": {"trials": args.trials},
-        "resources": {"cpus_per_trial": 1, "max_concurrent": args.concurrent, "ray_cpus": args.concurrent},
-    }))  # fmt: skip
+    config_path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "bench",
+                "task": args.task,
+                "fidelity": args.fidelity,
+                "baselines": [],
+                "seed": 0,
+                "strategy": {"name": "random"},
+                "budget": {"trials": args.trials},
+                "resources": {"cpus_per_trial": 1, "max_concurrent": args.concurrent, "ray_cpus": args.concurrent},
+            }
+        )
+    )
     config = load_search_config(config_path)
     start = time.perf_counter()
     import ray
@@ -74,11 +83,15 @@ def bench_platform(args: argparse.Namespace) -> None:
     print(f"{len(specs)} candidates at {args.fidelity} fidelity; bare trial {per_trial:.2f} s each (1 thread)")
     print(f"  bare, back to back            {len(specs) * 3600 / bare_wall:8.1f} trials/hour")
     print(f"  ideal: {args.concurrent} x back to back       {ideal_per_hour:8.1f} trials/hour")
-    print(f"  bare, {args.concurrent} processes, no Ray     {pool_per_hour:8.1f} trials/hour "
-          f"({pool_per_hour / ideal_per_hour:.3f} of ideal: what this machine's cores give)")  # fmt: skip
-    print(f"  Ray Tune, {args.concurrent} concurrent         {measured_per_hour:8.1f} trials/hour "
-          f"(ratio of ideal {measured_per_hour / ideal_per_hour:.3f}, goal >= 0.9; "
-          f"of {args.concurrent} bare processes {measured_per_hour / pool_per_hour:.3f})")  # fmt: skip
+    print(
+        f"  bare, {args.concurrent} processes, no Ray     {pool_per_hour:8.1f} trials/hour "
+        f"({pool_per_hour / ideal_per_hour:.3f} of ideal: what this machine's cores give)"
+    )
+    print(
+        f"  Ray Tune, {args.concurrent} concurrent         {measured_per_hour:8.1f} trials/hour "
+        f"(ratio of ideal {measured_per_hour / ideal_per_hour:.3f}, goal >= 0.9; "
+        f"of {args.concurrent} bare processes {measured_per_hour / pool_per_hour:.3f})"
+    )
     print(f"  Ray start-up {ray_start:.1f} s; Ray's overhead per trial against bare processes {overhead:.2f} s")
 
 
@@ -102,8 +115,9 @@ def likeness_objective():
     def score(spec) -> float:
         # Live blocks only, in order: like a trained mIoU, a function of the network.
         live = [spec.blocks[i] for i in sorted(spec.live)]
-        same = sum((a.level == b.level) + (a.dilation == b.dilation) + (a.type == b.type)
-                   for a, b in zip(live, target.blocks))  # fmt: skip
+        same = sum(
+            (a.level == b.level) + (a.dilation == b.dilation) + (a.type == b.type) for a, b in zip(live, target.blocks)
+        )
         return same / (3 * len(target.blocks))
 
     return score
@@ -135,8 +149,11 @@ def bench_efficiency(args: argparse.Namespace) -> None:
         for seed in range(args.seeds):
             kwargs = {}
             if name == "evolution":
-                kwargs = {"population": args.population, "sample_size": max(2, args.population // 2),
-                          "seeds": (get_spec("deeplabv3-resnet50"),)}  # fmt: skip
+                kwargs = {
+                    "population": args.population,
+                    "sample_size": max(2, args.population // 2),
+                    "seeds": (get_spec("deeplabv3-resnet50"),),
+                }
             controller = STRATEGIES[name](space, seed, **kwargs)
             with tempfile.TemporaryDirectory() as run_dir:
                 search = evaluate_in_process(Search(run_dir, controller, Objective(), args.trials), evaluate)
@@ -157,8 +174,10 @@ def bench_efficiency(args: argparse.Namespace) -> None:
         target = mean["random"][-1]
         for name, curve in mean.items():
             reached = next((i + 1 for i, v in enumerate(curve) if v >= target), None)
-            print(f"  {name:<10} reaches random search's final best ({target:.4f}) after "
-                  f"{reached if reached else f'more than {args.trials}'} trials")  # fmt: skip
+            print(
+                f"  {name:<10} reaches random search's final best ({target:.4f}) after "
+                f"{reached if reached else f'more than {args.trials}'} trials"
+            )
 
 
 def main() -> None:

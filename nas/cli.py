@@ -274,13 +274,25 @@ def cmd_train(args: argparse.Namespace) -> None:
     handler = logging.FileHandler(out / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
-    log.info("train %s (%s) on %s at %s fidelity, seed %d, device %s", spec.name, spec.hash, task.name,
-             args.fidelity, args.seed, device)  # fmt: skip
+    log.info(
+        "train %s (%s) on %s at %s fidelity, seed %d, device %s",
+        spec.name,
+        spec.hash,
+        task.name,
+        args.fidelity,
+        args.seed,
+        device,
+    )
 
     from tqdm import tqdm
 
-    bar = tqdm(total=task.fidelity(args.fidelity).steps, desc=f"{spec.name or spec.hash}", unit="step",
-               disable=args.quiet, dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=task.fidelity(args.fidelity).steps,
+        desc=f"{spec.name or spec.hash}",
+        unit="step",
+        disable=args.quiet,
+        dynamic_ncols=True,
+    )
 
     def progress(step: int, total: int, loss: float) -> None:
         bar.n = step
@@ -292,8 +304,17 @@ def cmd_train(args: argparse.Namespace) -> None:
         bar.write(f"step {metrics['step']}: mIoU {metrics['miou']:.4f}")
 
     trained: dict = {}
-    result = run_trial(spec, task, args.fidelity, args.seed, device, report=report, checkpoint_dir=out,
-                       progress=progress, on_trained=lambda m: trained.update(model=m))  # fmt: skip
+    result = run_trial(
+        spec,
+        task,
+        args.fidelity,
+        args.seed,
+        device,
+        report=report,
+        checkpoint_dir=out,
+        progress=progress,
+        on_trained=lambda m: trained.update(model=m),
+    )
     bar.close()
     metrics = result.to_dict()
     save_model(
@@ -309,8 +330,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     (out / CHECKPOINT_NAME).unlink(missing_ok=True)  # finished: the resume state is no longer needed
     log.info("done: status %s, mIoU %.4f, %.1f s training", result.status, result.miou, result.train_seconds)
     miou = "nan" if math.isnan(result.miou) else f"{result.miou:.4f}"
-    print(f"{result.status}: mIoU {miou}, pixel accuracy {result.pixel_accuracy:.4f}, "
-          f"{result.train_seconds:.1f} s training, {result.images_per_second:.1f} images/s -> {out}")  # fmt: skip
+    print(
+        f"{result.status}: mIoU {miou}, pixel accuracy {result.pixel_accuracy:.4f}, "
+        f"{result.train_seconds:.1f} s training, {result.images_per_second:.1f} images/s -> {out}"
+    )
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -367,8 +390,9 @@ def cmd_search(args: argparse.Namespace) -> None:
         config = saved_config(Path(args.out))
     else:
         raise CliError("a new search needs --config")
-    search = run_search(_override_search(config, args), args.out, address=args.address, resume=bool(args.resume),
-                        log=stderr_log)  # fmt: skip
+    search = run_search(
+        _override_search(config, args), args.out, address=args.address, resume=bool(args.resume), log=stderr_log
+    )
     _print_summary(Path(args.out))
     if search.exhausted:
         print("stopped early: the strategy kept proposing architectures already evaluated")
@@ -406,8 +430,10 @@ def _summary(run_dir: Path, top: int = 10) -> list[str]:
     best = leaderboard(trials).iloc[0]
     if best["objective"] != best["objective"]:  # NaN: nothing succeeded
         return lines
-    lines.append(f"best: {best['name']} ({best['spec_hash'][:10]}) objective {best['objective']:.4f}, "
-                 f"proxy mIoU {best['miou']:.4f}, {best['flops'] / 1e9:.3f} GFLOPs")  # fmt: skip
+    lines.append(
+        f"best: {best['name']} ({best['spec_hash'][:10]}) objective {best['objective']:.4f}, "
+        f"proxy mIoU {best['miou']:.4f}, {best['flops'] / 1e9:.3f} GFLOPs"
+    )
     for ref in baselines:
         try:
             spec_hash = resolve_spec(ref).hash
@@ -416,8 +442,10 @@ def _summary(run_dir: Path, top: int = 10) -> list[str]:
         rows = trials[(trials["spec_hash"] == spec_hash) & (trials["status"] == "ok")]
         if not rows.empty:
             row = rows.iloc[0]
-            lines.append(f"baseline: {ref} ({spec_hash[:10]}) objective {row['objective']:.4f}, "
-                         f"proxy mIoU {row['miou']:.4f}, {row['flops'] / 1e9:.3f} GFLOPs")  # fmt: skip
+            lines.append(
+                f"baseline: {ref} ({spec_hash[:10]}) objective {row['objective']:.4f}, "
+                f"proxy mIoU {row['miou']:.4f}, {row['flops'] / 1e9:.3f} GFLOPs"
+            )
     return lines
 
 
@@ -459,9 +487,14 @@ def cmd_promote(args: argparse.Namespace) -> None:
     from nas.search.runner import stderr_log
 
     summary = promote(
-        args.run_dir, top=args.top, fidelity=args.fidelity, pareto=args.pareto, address=args.address,
-        seed=args.seed, log=stderr_log,
-    )  # fmt: skip
+        args.run_dir,
+        top=args.top,
+        fidelity=args.fidelity,
+        pareto=args.pareto,
+        address=args.address,
+        seed=args.seed,
+        log=stderr_log,
+    )
     print(summary.to_text())
 
 
@@ -558,8 +591,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=["random", "evolution", "tpe", "nsga2"], help="override the config's")
     p.add_argument("--trials", type=positive_int, help="override the budget (number of candidates trained)")
     p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else a private local Ray)")
-    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
-                   help="continue the search in --out (or RUN_DIR) after a crash or a stop")  # fmt: skip
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="RUN_DIR",
+        help="continue the search in --out (or RUN_DIR) after a crash or a stop",
+    )
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("show", help="print a run's leaderboard and best spec (also while it runs)")
@@ -610,8 +649,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .checkpoint import CheckpointError
 
-    errors: tuple[type[BaseException], ...] = (CliError, SpecError, ConfigError, DatasetError, CheckpointError,
-                                               ResumeError)  # fmt: skip
+    errors: tuple[type[BaseException], ...] = (
+        CliError,
+        SpecError,
+        ConfigError,
+        DatasetError,
+        CheckpointError,
+        ResumeError,
+    )
     if args.command in ("search", "show", "promote"):
         from .search.runner import SearchError
         from .search.search import SearchStateError

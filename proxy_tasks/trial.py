@@ -109,9 +109,14 @@ def run_trial(
     evaluated = ema.module if ema is not None else model
 
     result = TrialResult(
-        spec_hash=spec.hash, fidelity=fidelity, seed=seed, device=str(device), num_classes=num_classes,
-        class_names=list(train_data.class_names), params=count_params(model),
-    )  # fmt: skip
+        spec_hash=spec.hash,
+        fidelity=fidelity,
+        seed=seed,
+        device=str(device),
+        num_classes=num_classes,
+        class_names=list(train_data.class_names),
+        params=count_params(model),
+    )
     step, loss_sum, loss_count, data_wait = 0, 0.0, 0, 0.0
     state_file = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
     if state_file and state_file.is_file():
@@ -122,8 +127,9 @@ def run_trial(
         scaler.load_state_dict(state["scaler"])
         if ema is not None:
             if "ema" not in state:
-                raise ResumeError(f"{state_file}: checkpoint has no weight average, this fidelity keeps one; "
-                                  "delete it to start over")  # fmt: skip
+                raise ResumeError(
+                    f"{state_file}: checkpoint has no weight average, this fidelity keeps one; delete it to start over"
+                )
             ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["rng"].cpu())
         step = result.resumed_from_step = int(state["step"])
@@ -178,8 +184,9 @@ def run_trial(
                 progress(step, fid.steps, loss_value)
             if (fid.eval_every and step % fid.eval_every == 0) or step == fid.steps:
                 tock = time.perf_counter()
-                summary = evaluate(evaluated, val_data, task, fid, device, memory_format,
-                                   forward if ema is None else None)  # fmt: skip
+                summary = evaluate(
+                    evaluated, val_data, task, fid, device, memory_format, forward if ema is None else None
+                )
                 result.eval_seconds += time.perf_counter() - tock
                 result.miou, result.pixel_accuracy = summary["miou"], summary["pixel_accuracy"]
                 result.val_loss = summary["loss"]
@@ -301,8 +308,18 @@ def _load_state(path: Path, device: torch.device, spec_hash: str, fidelity: str,
     return state
 
 
-def _save_state(path: Path, model, optimizer, scheduler, scaler, step: int, result: TrialResult, data_wait: float,
-                loss_since_last_point: tuple[float, int], ema: AveragedModel | None = None):  # fmt: skip
+def _save_state(
+    path: Path,
+    model,
+    optimizer,
+    scheduler,
+    scaler,
+    step: int,
+    result: TrialResult,
+    data_wait: float,
+    loss_since_last_point: tuple[float, int],
+    ema: AveragedModel | None = None,
+):
     state = {
         **({"ema": ema.state_dict()} if ema is not None else {}),
         "model": model.state_dict(),

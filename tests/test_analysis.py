@@ -52,8 +52,15 @@ def _specs():
     evo4, m4 = mutate(r1, space, rng=4)
     evo5, m5 = mutate(evo4, space, rng=5)
     evo7, m7 = mutate(evo5, space, rng=7)
-    return {"base": get_spec("deeplabv3-resnet50"), "r1": r1, "r2": r2, "r3": r3, "evo4": evo4, "evo5": evo5,
-            "evo7": evo7}, {"evo4": m4, "evo5": m5, "evo7": m7}  # fmt: skip
+    return {
+        "base": get_spec("deeplabv3-resnet50"),
+        "r1": r1,
+        "r2": r2,
+        "r3": r3,
+        "evo4": evo4,
+        "evo5": evo5,
+        "evo7": evo7,
+    }, {"evo4": m4, "evo5": m5, "evo7": m7}
 
 
 def _ious(miou: float) -> str:
@@ -61,20 +68,51 @@ def _ious(miou: float) -> str:
     return json.dumps({c: round(min(1.0, miou * (1 + 0.25 * (k - 3))) if k else 0.9, 4) for k, c in enumerate(CLASSES)})
 
 
-def _row(trial_id, spec, name, origin, miou, flops, latency, finished, *, strategy="evolution", status="ok",
-         parent=None, mutation=None, duplicate_of=None) -> dict:  # fmt: skip
+def _row(
+    trial_id,
+    spec,
+    name,
+    origin,
+    miou,
+    flops,
+    latency,
+    finished,
+    *,
+    strategy="evolution",
+    status="ok",
+    parent=None,
+    mutation=None,
+    duplicate_of=None,
+) -> dict:
     return {
-        "trial_id": trial_id, "spec_hash": spec.hash, "name": name, "spec_json": spec.to_json(),
-        "strategy": strategy, "origin": origin, "parent_hashes": [parent.hash] if parent else [],
-        "mutation": json.dumps(mutation.to_dict()) if mutation else None, "status": status,
-        "error": "RuntimeError: diverged" if status == "failed" else None, "duplicate_of": duplicate_of,
-        "objective": miou, "miou": miou, "pixel_accuracy": None if miou is None else 0.5 + miou / 2,
-        "flops": flops, "params": None if flops is None else flops // 40, "latency_ms": latency,
-        "train_seconds": 1.0, "per_class_iou": None if miou is None else _ious(miou), "history": "[]",
-        "fidelity": "smoke", "seed": 0, "node": "test", "device": "cpu", "attempts": 1,
+        "trial_id": trial_id,
+        "spec_hash": spec.hash,
+        "name": name,
+        "spec_json": spec.to_json(),
+        "strategy": strategy,
+        "origin": origin,
+        "parent_hashes": [parent.hash] if parent else [],
+        "mutation": json.dumps(mutation.to_dict()) if mutation else None,
+        "status": status,
+        "error": "RuntimeError: diverged" if status == "failed" else None,
+        "duplicate_of": duplicate_of,
+        "objective": miou,
+        "miou": miou,
+        "pixel_accuracy": None if miou is None else 0.5 + miou / 2,
+        "flops": flops,
+        "params": None if flops is None else flops // 40,
+        "latency_ms": latency,
+        "train_seconds": 1.0,
+        "per_class_iou": None if miou is None else _ious(miou),
+        "history": "[]",
+        "fidelity": "smoke",
+        "seed": 0,
+        "node": "test",
+        "device": "cpu",
+        "attempts": 1,
         "started_at": T0 + timedelta(seconds=finished) - timedelta(milliseconds=500),
         "finished_at": T0 + timedelta(seconds=finished),
-    }  # fmt: skip
+    }
 
 
 def evolution_rows() -> list[dict]:
@@ -110,14 +148,26 @@ def random_rows() -> list[dict]:
 PROMOTED = {7: (0.50, 0.60), 4: (0.45, 0.62), 1: (0.40, 0.50), 5: (0.35, 0.30)}
 
 
-def make_run(path: Path, rows: list[dict] | None = None, promoted: bool = True, weights: bool = False,
-             strategy: str = "evolution") -> Path:  # fmt: skip
+def make_run(
+    path: Path,
+    rows: list[dict] | None = None,
+    promoted: bool = True,
+    weights: bool = False,
+    strategy: str = "evolution",
+) -> Path:
     """A run directory as `nas search` + `nas promote --fidelity smoke` leave it."""
     rows = evolution_rows() if rows is None else rows
     path.mkdir(parents=True)
-    config = {"name": "smoke", "task": "synthetic", "fidelity": "smoke", "seed": 0,
-              "baselines": ["deeplabv3-resnet50"], "strategy": {"name": strategy, "population": 4},
-              "objective": {"kind": "miou", "cost": "flops"}, "budget": {"trials": len(rows)}}  # fmt: skip
+    config = {
+        "name": "smoke",
+        "task": "synthetic",
+        "fidelity": "smoke",
+        "seed": 0,
+        "baselines": ["deeplabv3-resnet50"],
+        "strategy": {"name": strategy, "population": 4},
+        "objective": {"kind": "miou", "cost": "flops"},
+        "budget": {"trials": len(rows)},
+    }
     (path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     write_rows(path / "trials.parquet", rows)
     if promoted:
@@ -141,16 +191,31 @@ def _promoted_record(path: Path, row: dict, proxy: float, full: float | None, we
     folder = path / "promoted" / row["spec_hash"]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "spec.json").write_text(row["spec_json"])
-    metrics = {"fidelity": "smoke", "status": "ok" if full is not None else "failed",
-               "full": {} if full is None else {"miou": full, "per_class_iou": json.loads(_ious(full)),
-                                                "input_size": [64, 64], "num_classes": 7}}  # fmt: skip
+    metrics = {
+        "fidelity": "smoke",
+        "status": "ok" if full is not None else "failed",
+        "full": {}
+        if full is None
+        else {"miou": full, "per_class_iou": json.loads(_ious(full)), "input_size": [64, 64], "num_classes": 7},
+    }
     (folder / "metrics.json").write_text(json.dumps(metrics))
     if weights and full is not None:
         _save_weights(folder / "model.pt", row["spec_json"])
-    return {"spec_hash": row["spec_hash"], "name": row["name"], "trial_id": row["trial_id"], "status": "ok",
-            "fidelity": "smoke", "proxy_miou": proxy, "proxy_objective": proxy, "full_miou": full,
-            "full_pixel_accuracy": None, "flops": row["flops"], "params": row["params"],
-            "full_train_seconds": 1.0, "path": f"promoted/{row['spec_hash']}"}  # fmt: skip
+    return {
+        "spec_hash": row["spec_hash"],
+        "name": row["name"],
+        "trial_id": row["trial_id"],
+        "status": "ok",
+        "fidelity": "smoke",
+        "proxy_miou": proxy,
+        "proxy_objective": proxy,
+        "full_miou": full,
+        "full_pixel_accuracy": None,
+        "flops": row["flops"],
+        "params": row["params"],
+        "full_train_seconds": 1.0,
+        "path": f"promoted/{row['spec_hash']}",
+    }
 
 
 def _save_weights(path: Path, spec_json: str) -> None:
@@ -245,8 +310,14 @@ def test_lineage_chain(run):
 
 def test_lineage_graph_and_missing_parent(tmp_path):
     rows = evolution_rows()
-    orphan = {**rows[2], "trial_id": 8, "name": "orphan", "spec_hash": "0123456789abcdef",
-              "parent_hashes": ["feedfacefeedface"], "origin": "mutation"}  # fmt: skip
+    orphan = {
+        **rows[2],
+        "trial_id": 8,
+        "name": "orphan",
+        "spec_hash": "0123456789abcdef",
+        "parent_hashes": ["feedfacefeedface"],
+        "origin": "mutation",
+    }
     run = load_run(make_run(tmp_path / "r", [*rows, orphan], promoted=False))
     chain = run.lineage(8)
     assert list(chain["spec_hash"]) == ["feedfacefeedface", "0123456789abcdef"]
@@ -477,8 +548,14 @@ def test_write_report(run_dir, tmp_path):
     assert index == tmp_path / "report" / "index.html"
     page = index.read_text()
     sources = re.findall(r"<img src='([^']+)'", page)
-    assert {"pareto_flops.png", "best_so_far.png", "topologies.png", "lineage.png", "per_class_iou.png",
-            "proxy_vs_full.png"} <= set(sources)  # fmt: skip
+    assert {
+        "pareto_flops.png",
+        "best_so_far.png",
+        "topologies.png",
+        "lineage.png",
+        "per_class_iou.png",
+        "proxy_vs_full.png",
+    } <= set(sources)
     for name in sources:
         assert (index.parent / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert page.count("<table") >= 4  # leaderboard, front, references, lineage, promotion

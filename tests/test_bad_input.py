@@ -69,9 +69,25 @@ def _run_dir(path: Path) -> Path:
     """A search run directory with one successful trial."""
     spec = get_spec("spinenet-49s")
     row = {column: None for column in COLUMNS}
-    row.update(trial_id=0, spec_hash=spec.hash, name="spinenet-49s", spec_json=spec.to_json(), strategy="random",
-               origin="baseline", parent_hashes=[], status="ok", objective=0.5, miou=0.5, pixel_accuracy=0.7,
-               params=9_000_000, flops=10**9, latency_ms=1.0, fidelity="smoke", seed=0, attempts=1)  # fmt: skip
+    row.update(
+        trial_id=0,
+        spec_hash=spec.hash,
+        name="spinenet-49s",
+        spec_json=spec.to_json(),
+        strategy="random",
+        origin="baseline",
+        parent_hashes=[],
+        status="ok",
+        objective=0.5,
+        miou=0.5,
+        pixel_accuracy=0.7,
+        params=9_000_000,
+        flops=10**9,
+        latency_ms=1.0,
+        fidelity="smoke",
+        seed=0,
+        attempts=1,
+    )
     path.mkdir()
     write_rows(path / "trials.parquet", [row])
     (path / "config.yaml").write_text("name: t\ntask: synthetic\nbaselines: [spinenet-49s]\n")
@@ -184,8 +200,12 @@ def test_a_spec_out_of_bounds_is_one_line(work: Path, capsys: pytest.CaptureFixt
 
 
 def test_a_bad_spec_stops_train_before_it_writes(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert_one_line_error(["train", "--arch", "repeats.json", "--fidelity", "smoke", "--out", "out"], work, capsys,
-                          "scaling.block_repeats")  # fmt: skip
+    assert_one_line_error(
+        ["train", "--arch", "repeats.json", "--fidelity", "smoke", "--out", "out"],
+        work,
+        capsys,
+        "scaling.block_repeats",
+    )
 
 
 def test_a_binary_spec_on_standard_input_is_one_line(
@@ -340,8 +360,12 @@ def test_main_returns_2_in_process_for_argparse_errors(capsys: pytest.CaptureFix
 
 def test_python_m_nas_cli_reports_errors_raised_by_other_modules_as_one_line(tmp_path: Path) -> None:
     # `nas report` raises the `nas.cli.CliError` it imports: under `python -m nas.cli` too.
-    result = subprocess.run([sys.executable, "-m", "nas.cli", "report", str(tmp_path / "missing")],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "nas.cli", "report", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == f"nas: error: {tmp_path / 'missing'}: no such run directory\n"
 

@@ -88,8 +88,9 @@ def test_workers_killed_at_the_end_of_their_trials_are_restarted_and_keep_their_
 def _nas(args: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
     """``nas ARGS`` in its own process group, which is killed afterwards: a driver killed by SIGKILL
     leaves its local Ray behind."""
-    process = subprocess.Popen([*NAS, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        [*NAS, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         out, err = process.communicate(timeout=timeout)
     finally:

@@ -32,20 +32,34 @@ def _row(fidelity: str, seed: int, miou: float, spec_hash: str | None = None) ->
 
 def _args(**given: object) -> argparse.Namespace:
     """The signal benchmark's arguments: smoke trials of the published networks, one at a time."""
-    defaults = {"task": "synthetic", "fidelity": "smoke", "seeds": 1, "samples": 0, "only": None, "reference": None,
-                "reference_from": None, "reference_seeds": 1, "jobs": 1, "device": "cpu", "out": None}  # fmt: skip
+    defaults = {
+        "task": "synthetic",
+        "fidelity": "smoke",
+        "seeds": 1,
+        "samples": 0,
+        "only": None,
+        "reference": None,
+        "reference_from": None,
+        "reference_seeds": 1,
+        "jobs": 1,
+        "device": "cpu",
+        "out": None,
+    }
     return argparse.Namespace(**(defaults | given))
 
 
 def _write(path: Path, results: dict, **top: object) -> str:
-    path.write_text(json.dumps({"task": "synthetic", "generator_version": GENERATOR_VERSION, **top,
-                                "results": results}))  # fmt: skip
+    path.write_text(
+        json.dumps({"task": "synthetic", "generator_version": GENERATOR_VERSION, **top, "results": results})
+    )
     return str(path)
 
 
 def test_stored_reference_rows_are_taken_when_they_match_this_run(tmp_path: Path) -> None:
-    rows = {n: [_row("full-1k", s, 0.5 + s / 10, spec.hash) for s in (0, 1)] + [_row("proxy", 0, 0.1, spec.hash)]
-            for n, spec in zip(NAMES, SPECS)}  # fmt: skip
+    rows = {
+        n: [_row("full-1k", s, 0.5 + s / 10, spec.hash) for s in (0, 1)] + [_row("proxy", 0, 0.1, spec.hash)]
+        for n, spec in zip(NAMES, SPECS)
+    }
     path = _write(tmp_path / "r.json", rows, dataset=_dataset(TASK))
     stored = _stored_reference(path, TASK, "full-1k", NAMES, SPECS)
     assert {n: [(r["seed"], r["miou"]) for r in v] for n, v in stored.items()} == {
@@ -90,8 +104,10 @@ def test_stored_reference_that_does_not_match_is_refused_in_one_line(tmp_path: P
 
 
 def test_seed_table_keeps_the_seeds_every_architecture_has() -> None:
-    results = {"a": [_row("proxy", 0, 0.1), _row("proxy", 1, 0.2), _row("full", 0, 0.5)],
-               "b": [_row("proxy", 1, 0.3), _row("proxy", 2, 0.4)]}  # fmt: skip
+    results = {
+        "a": [_row("proxy", 0, 0.1), _row("proxy", 1, 0.2), _row("full", 0, 0.5)],
+        "b": [_row("proxy", 1, 0.3), _row("proxy", 2, 0.4)],
+    }
     assert _seed_table(results, "proxy") == {"a": [0.2], "b": [0.3]}
     assert _seed_table(results, "full") is None  # b has no full trial
     # A loss ranks the other way round: it is negated, so that higher is better for every metric.
@@ -104,8 +120,9 @@ def test_summary_reports_rank_agreement_and_noise(capsys: pytest.CaptureFixture[
     # except for one swapped pair in seed 1.
     proxy = {"a": (0.10, 0.12), "b": (0.20, 0.18), "c": (0.30, 0.31), "d": (0.40, 0.29)}
     reference = {"a": 0.5, "b": 0.6, "c": 0.7, "d": 0.8}
-    results = {n: [_row("proxy", s, v) for s, v in enumerate(proxy[n])] + [_row("full", 0, reference[n])]
-               for n in proxy}  # fmt: skip
+    results = {
+        n: [_row("proxy", s, v) for s, v in enumerate(proxy[n])] + [_row("full", 0, reference[n])] for n in proxy
+    }
     _summarise_signal(results, "proxy", "full")
     out = capsys.readouterr().out
     # seed 0 ranks a<b<c<d; seed 1 a<b<d<c: 5 of 6 pairs concordant, tau = (5 - 1) / 6
@@ -160,6 +177,7 @@ def test_a_variant_task_file_ranks_against_the_stored_results(tmp_path: Path) ->
         Path("proxy_tasks/tasks/synthetic.yaml").read_text().replace("fidelities:\n", "fidelities:\n" + preset)
     )
     archs = _architectures(5)
-    stored = _stored_reference("benchmarks/results/synthetic-full-1k.json", load_task(variant), "full-1k",
-                               [a.name for a in archs], archs)  # fmt: skip
+    stored = _stored_reference(
+        "benchmarks/results/synthetic-full-1k.json", load_task(variant), "full-1k", [a.name for a in archs], archs
+    )
     assert [len(rows) for rows in stored.values()] == [2] * 8

@@ -78,8 +78,15 @@ def test_evolution_starts_from_its_seeds_and_records_lineage(tmp_path) -> None:
     for child in children:
         assert child["parent_hashes"][0] in recorded  # a parent is always an evaluated candidate
         assert json.loads(child["mutation"])["kind"] in {
-            "swap_levels", "rewire", "dilation", "type", "shift_level", "move_output", "add_parent", "drop_parent",
-        }  # fmt: skip
+            "swap_levels",
+            "rewire",
+            "dilation",
+            "type",
+            "shift_level",
+            "move_output",
+            "add_parent",
+            "drop_parent",
+        }
 
 
 class Repeating(RandomSearch):

@@ -52,10 +52,16 @@ def write_task(folder: Path, steps: int = 3) -> Path:
 def write_config(folder: Path, trials: int = 4, steps: int = 3, **extra) -> Path:
     write_task(folder, steps)
     config = {
-        "name": "t", "task": "tiny.yaml", "fidelity": "smoke", "baselines": [],
-        "strategy": {"name": "random"}, "budget": {"trials": trials},
-        "resources": {"cpus_per_trial": 1, "max_concurrent": 2, "ray_cpus": 2}, "retries": 2, **extra,
-    }  # fmt: skip
+        "name": "t",
+        "task": "tiny.yaml",
+        "fidelity": "smoke",
+        "baselines": [],
+        "strategy": {"name": "random"},
+        "budget": {"trials": trials},
+        "resources": {"cpus_per_trial": 1, "max_concurrent": 2, "ray_cpus": 2},
+        "retries": 2,
+        **extra,
+    }
     path = folder / "search.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -70,8 +76,9 @@ def local_ray(monkeypatch, tmp_path):
 
 
 def test_a_search_on_local_ray_records_every_trial_and_nas_show_lists_them(tmp_path, local_ray, capsys) -> None:
-    config = load_search_config(write_config(tmp_path, trials=4, strategy={"name": "evolution", "population": 2,
-                                                                             "sample_size": 2}))  # fmt: skip
+    config = load_search_config(
+        write_config(tmp_path, trials=4, strategy={"name": "evolution", "population": 2, "sample_size": 2})
+    )
     search = run_search(config, tmp_path / "run", log=lambda _: None)
     table = pd.read_parquet(tmp_path / "run" / "trials.parquet")
     assert len(table) == 4 and (table["status"] == "ok").all() and search.finished
@@ -103,8 +110,23 @@ def test_a_search_on_local_ray_records_every_trial_and_nas_show_lists_them(tmp_p
     assert metrics["proxy"]["fidelity"] == "smoke" and 0 <= metrics["full"]["miou"] <= 1
     # A promoted spec retrains with nas train.
     out = tmp_path / "retrain"
-    assert main(["train", "--arch", str(folder / "spec.json"), "--task", str(tmp_path / "tiny.yaml"),
-                 "--fidelity", "full", "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--arch",
+                str(folder / "spec.json"),
+                "--task",
+                str(tmp_path / "tiny.yaml"),
+                "--fidelity",
+                "full",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "metrics.json").read_text())["spec_hash"] == model.spec.hash
 
 
@@ -123,8 +145,13 @@ def test_resume_after_sigkill_of_the_driver_finishes_without_duplicate_rows(tmp_
     config = write_config(tmp_path, trials=8, steps=12)
     run_dir = tmp_path / "run"
     env = {**os.environ, "NAS_CACHE_DIR": str(tmp_path / "cache"), "RAY_ADDRESS": ""}
-    driver = subprocess.Popen([*NAS, "search", "--config", str(config), "--out", str(run_dir)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    driver = subprocess.Popen(
+        [*NAS, "search", "--config", str(config), "--out", str(run_dir)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     table = run_dir / "trials.parquet"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and (not table.exists() or len(pd.read_parquet(table)) < 2):
@@ -135,8 +162,9 @@ def test_resume_after_sigkill_of_the_driver_finishes_without_duplicate_rows(tmp_
     before = pd.read_parquet(table)
     assert 2 <= len(before) < 8
 
-    done = subprocess.run([*NAS, "search", "--resume", str(run_dir)], env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [*NAS, "search", "--resume", str(run_dir)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     after = pd.read_parquet(table)
     assert len(after) == 8 and after["trial_id"].is_unique and (after["status"] == "ok").all()

@@ -28,9 +28,11 @@ def _task(steps: int = 4, eval_every: int = 0, workers: int = 0, ema_decay: floa
     task = load_task("synthetic")
     smoke = replace(task.fidelity("smoke"), steps=steps, eval_every=eval_every, ema_decay=ema_decay)
     return replace(
-        task, fidelities={**task.fidelities, "smoke": smoke}, workers=workers,
+        task,
+        fidelities={**task.fidelities, "smoke": smoke},
+        workers=workers,
         optimizer=replace(task.optimizer, **optimizer),
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("arch", ["deeplabv3-resnet50", "deeplabv3plus-resnet50", "spinenet-49"])
@@ -91,8 +93,15 @@ def test_interrupted_trial_resumes_to_the_same_result(tmp_path: Path) -> None:
 
 
 # What naturally differs between an interrupted and an uninterrupted run: timings, and where it resumed.
-TIMINGS = {"latency_ms", "train_seconds", "eval_seconds", "images_per_second", "data_wait_fraction", "peak_memory_mb",
-           "resumed_from_step"}  # fmt: skip
+TIMINGS = {
+    "latency_ms",
+    "train_seconds",
+    "eval_seconds",
+    "images_per_second",
+    "data_wait_fraction",
+    "peak_memory_mb",
+    "resumed_from_step",
+}
 
 
 def _measured(result) -> str:
@@ -117,15 +126,23 @@ def test_resuming_from_any_checkpoint_gives_the_uninterrupted_result(
     def copy_checkpoint(metrics: dict) -> None:  # each evaluation's checkpoint, as a killed worker would leave it
         shutil.copytree(tmp_path / "run", tmp_path / f"step-{metrics['step']}")
 
-    whole = run_trial(spec, task, "smoke", seed=1, checkpoint_dir=tmp_path / "run", report=copy_checkpoint,
-                      on_trained=keep("whole"))  # fmt: skip
+    whole = run_trial(
+        spec, task, "smoke", seed=1, checkpoint_dir=tmp_path / "run", report=copy_checkpoint, on_trained=keep("whole")
+    )
     assert whole.status == "ok" and math.isfinite(whole.miou) and whole.history[-1]["miou"] == whole.miou
     checkpoints = sorted(int(p.name.split("-")[1]) for p in tmp_path.glob("step-*"))
     assert checkpoints == [*range(eval_every, steps, eval_every), steps]
     for step in checkpoints:
         seen: list[dict] = []
-        resumed = run_trial(spec, task, "smoke", seed=1, checkpoint_dir=tmp_path / f"step-{step}", report=seen.append,
-                            on_trained=keep("resumed"))  # fmt: skip
+        resumed = run_trial(
+            spec,
+            task,
+            "smoke",
+            seed=1,
+            checkpoint_dir=tmp_path / f"step-{step}",
+            report=seen.append,
+            on_trained=keep("resumed"),
+        )
         assert resumed.resumed_from_step == step and resumed.status == "ok" and resumed.error is None
         assert _measured(resumed) == _measured(whole), f"resumed from step {step}"
         assert [m["step"] for m in seen] == [s for s in checkpoints if s > step]  # evaluations not made again
@@ -183,8 +200,21 @@ def test_divergence_is_reported_not_raised() -> None:
 
 def test_nas_train_writes_metrics_checkpoint_and_log(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "nas.cli", "train", "--arch", "deeplabv3-resnet50", "--task", "synthetic",
-           "--fidelity", "smoke", "--out", str(out), "--quiet"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "nas.cli",
+        "train",
+        "--arch",
+        "deeplabv3-resnet50",
+        "--task",
+        "synthetic",
+        "--fidelity",
+        "smoke",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     metrics = json.loads((out / "metrics.json").read_text())
@@ -197,8 +227,10 @@ def test_nas_train_writes_metrics_checkpoint_and_log(tmp_path: Path) -> None:
     assert again.returncode == 2 and "holds a finished run" in again.stderr
     evaluated = subprocess.run(
         [sys.executable, "-m", "nas.cli", "eval", str(out / "checkpoint.pt"), "--task", "synthetic"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["miou"] == pytest.approx(metrics["miou"], abs=1e-6)
 
@@ -210,10 +242,27 @@ def test_nas_train_reports_bad_data_in_one_line(tmp_path: Path) -> None:
     (root / "classes.txt").write_text("a\nb\n")
     (root / "train" / "images" / "x.png").write_bytes(b"not a png")
     done = subprocess.run(
-        [sys.executable, "-m", "nas.cli", "train", "--arch", "spinenet-49", "--task", "folder", "--data-root",
-         str(root), "--fidelity", "smoke", "--out", str(tmp_path / "o"), "--quiet"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "nas.cli",
+            "train",
+            "--arch",
+            "spinenet-49",
+            "--task",
+            "folder",
+            "--data-root",
+            str(root),
+            "--fidelity",
+            "smoke",
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2
     assert done.stderr.startswith("nas: error: ") and "masks/x.png: missing mask" in done.stderr
     assert done.stderr.count("\n") == 1

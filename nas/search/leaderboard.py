@@ -8,8 +8,19 @@ import pandas as pd
 
 from .store import TABLE_NAME, read_table
 
-COLUMNS = ["trial_id", "name", "spec_hash", "origin", "status", "objective", "miou", "flops", "params",
-           "train_seconds", "attempts"]  # fmt: skip
+COLUMNS = [
+    "trial_id",
+    "name",
+    "spec_hash",
+    "origin",
+    "status",
+    "objective",
+    "miou",
+    "flops",
+    "params",
+    "train_seconds",
+    "attempts",
+]
 
 
 def trials_frame(run_dir: str | Path) -> pd.DataFrame:

@@ -165,10 +165,15 @@ def _train(todo, config, task, fidelity: str, seed: int, run_dir: Path, out: Pat
         with atomic_path(folder / "spec.json") as tmp:
             tmp.write_text(trained.to_json())
         record = {
-            "spec_hash": row["spec_hash"], "name": row["name"], "trial_id": int(row["trial_id"]),
-            "fidelity": fidelity, "status": status, "error": error or None, "full": metrics,
+            "spec_hash": row["spec_hash"],
+            "name": row["name"],
+            "trial_id": int(row["trial_id"]),
+            "fidelity": fidelity,
+            "status": status,
+            "error": error or None,
+            "full": metrics,
             "proxy": {k: _plain(row[k]) for k in ("miou", "objective", "flops", "params", "latency_ms", "fidelity")},
-        }  # fmt: skip
+        }
         with atomic_path(folder / "metrics.json") as tmp:
             tmp.write_text(json.dumps(_finite(record), indent=2))
         log(f"promoted {row['name']} ({row['spec_hash'][:10]}): {status}, full mIoU {_fmt(metrics.get('miou'))}")
@@ -182,16 +187,23 @@ def _summarise(chosen: pd.DataFrame, out: Path, run_dir: Path, fidelity: str) ->
         path = out / r["spec_hash"] / "metrics.json"
         record = json.loads(path.read_text()) if path.is_file() else {"status": "missing", "full": {}}
         full = record.get("full") or {}
-        rows.append({
-            "spec_hash": r["spec_hash"], "name": r["name"], "trial_id": int(r["trial_id"]),
-            "status": record.get("status", "missing"), "fidelity": fidelity,
-            "proxy_miou": _plain(r["miou"]), "proxy_objective": _plain(r["objective"]),
-            "full_miou": finite_or_none(full.get("miou")),
-            "full_pixel_accuracy": finite_or_none(full.get("pixel_accuracy")),
-            "flops": _plain(r["flops"]), "params": _plain(r["params"]),
-            "full_train_seconds": finite_or_none(full.get("train_seconds")),
-            "path": str((out / r["spec_hash"]).relative_to(run_dir)),
-        })  # fmt: skip
+        rows.append(
+            {
+                "spec_hash": r["spec_hash"],
+                "name": r["name"],
+                "trial_id": int(r["trial_id"]),
+                "status": record.get("status", "missing"),
+                "fidelity": fidelity,
+                "proxy_miou": _plain(r["miou"]),
+                "proxy_objective": _plain(r["objective"]),
+                "full_miou": finite_or_none(full.get("miou")),
+                "full_pixel_accuracy": finite_or_none(full.get("pixel_accuracy")),
+                "flops": _plain(r["flops"]),
+                "params": _plain(r["params"]),
+                "full_train_seconds": finite_or_none(full.get("train_seconds")),
+                "path": str((out / r["spec_hash"]).relative_to(run_dir)),
+            }
+        )
     summary = PromotionSummary(rows)
     ok = [r for r in rows if r["status"] == "ok" and r["full_miou"] is not None]
     if len(ok) >= 2:
@@ -202,8 +214,19 @@ def _summarise(chosen: pd.DataFrame, out: Path, run_dir: Path, fidelity: str) ->
         pq.write_table(pa.Table.from_pylist(rows), tmp)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(_finite({"fidelity": fidelity, "models": len(ok), "kendall_tau": summary.kendall_tau,
-                                           "spearman_rho": summary.spearman_rho}), indent=2))  # fmt: skip
+        tmp.write_text(
+            json.dumps(
+                _finite(
+                    {
+                        "fidelity": fidelity,
+                        "models": len(ok),
+                        "kendall_tau": summary.kendall_tau,
+                        "spearman_rho": summary.spearman_rho,
+                    }
+                ),
+                indent=2,
+            )
+        )
     return summary
 
 

@@ -349,8 +349,13 @@ def outcome_from_result(result: dict | None, error: bool, trial_id: str) -> Outc
     metrics = json.loads(result["result_json"]) if result.get("result_json") else dict(result)
     common = {"node": result.get("node"), "device": result.get("device"), "started_at": result.get("started_at")}
     if error:
-        return Outcome(metrics, "failed", "its worker or node was lost more often than the retries allow",
-                       tune_trial_id=trial_id, **common)  # fmt: skip
+        return Outcome(
+            metrics,
+            "failed",
+            "its worker or node was lost more often than the retries allow",
+            tune_trial_id=trial_id,
+            **common,
+        )
     if not result.get("final"):  # stopped by the scheduler after an intermediate evaluation
         return Outcome(metrics, "pruned", "stopped early by ASHA", tune_trial_id=trial_id, **common)
     status = result.get("status", "failed")
@@ -519,9 +524,11 @@ def run_search(
         _disconnect(connected)
         log(f"{run_dir}: the budget of {config.budget.trials} trials is spent; nothing to do")
         return search
-    log(f"search {config.name!r}: strategy {config.strategy.name}, budget {config.budget.trials} trials, "
+    log(
+        f"search {config.name!r}: strategy {config.strategy.name}, budget {config.budget.trials} trials, "
         f"task {task.name} at {config.fidelity} fidelity, run directory {run_dir}"
-        + (f" (resumed: {len(search.store)} rows, {len(search.rerun)} to run again)" if resume else ""))  # fmt: skip
+        + (f" (resumed: {len(search.store)} rows, {len(search.rerun)} to run again)" if resume else "")
+    )
     tune_search(search, config, task.to_dict(), run_dir)
     progress.update(search, final=True)
     return search
@@ -542,11 +549,15 @@ def make_trainable(config: SearchConfig, task: dict[str, Any], fidelity: str, se
     resources = config.resources
     return tune.with_resources(
         tune.with_parameters(
-            train_candidate, task=task, fidelity=fidelity, seed=seed,
-            threads=max(1, int(resources.cpus_per_trial)), gpus=resources.gpus_per_trial,
+            train_candidate,
+            task=task,
+            fidelity=fidelity,
+            seed=seed,
+            threads=max(1, int(resources.cpus_per_trial)),
+            gpus=resources.gpus_per_trial,
         ),
         {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial},
-    )  # fmt: skip
+    )
 
 
 def tune_search(search: Search, config: SearchConfig, task: dict[str, Any], run_dir: Path) -> None:
@@ -560,9 +571,11 @@ def tune_search(search: Search, config: SearchConfig, task: dict[str, Any], run_
 
         steps = load_task(config.task, config.data_root).fidelity(config.fidelity).steps
         scheduler = ASHAScheduler(
-            time_attr="step", max_t=steps, grace_period=config.scheduler.grace_steps,
+            time_attr="step",
+            max_t=steps,
+            grace_period=config.scheduler.grace_steps,
             reduction_factor=config.scheduler.reduction_factor,
-        )  # fmt: skip
+        )
     storage = config.storage.ray_path or str(run_dir / "ray")
     session = tune_session_name()
     searcher = _searcher_class()(search, config.budget.time_limit_s)

@@ -28,9 +28,18 @@ from search_spaces import ArchSpec
 TABLE_NAME = "trials.parquet"
 STATUSES = ("ok", "failed", "pruned", "duplicate")
 METRICS = (
-    "miou", "pixel_accuracy", "loss_final", "params", "flops", "latency_ms", "train_seconds", "eval_seconds",
-    "images_per_second", "peak_memory_mb", "steps",
-)  # fmt: skip
+    "miou",
+    "pixel_accuracy",
+    "loss_final",
+    "params",
+    "flops",
+    "latency_ms",
+    "train_seconds",
+    "eval_seconds",
+    "images_per_second",
+    "peak_memory_mb",
+    "steps",
+)
 
 SCHEMA = pa.schema(
     [

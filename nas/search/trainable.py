@@ -78,13 +78,28 @@ def train_candidate(
 
         try:
             result = run_trial(
-                spec, task_config, fidelity, seed=seed, device=device, report=report, checkpoint_dir=work,
+                spec,
+                task_config,
+                fidelity,
+                seed=seed,
+                device=device,
+                report=report,
+                checkpoint_dir=work,
                 on_trained=keep_weights,
-            )  # fmt: skip
+            )
         except Exception as exc:  # recorded as failed with its reason; the search goes on
             message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
-            tune.report({**base, "final": True, "status": "failed", "error": message,
-                         "traceback": traceback.format_exc(limit=8), "miou": float("nan"), "step": 0})  # fmt: skip
+            tune.report(
+                {
+                    **base,
+                    "final": True,
+                    "status": "failed",
+                    "error": message,
+                    "traceback": traceback.format_exc(limit=8),
+                    "miou": float("nan"),
+                    "step": 0,
+                }
+            )
             return
         metrics = result.to_dict()
         status = {"ok": "ok", "pruned": "pruned"}.get(result.status, "failed")
