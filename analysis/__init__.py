@@ -6,37 +6,29 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
-
+from .plots import (
+    plot_best_so_far,
+    plot_lineage,
+    plot_pareto,
+    plot_per_class_iou,
+    plot_proxy_vs_full,
+    plot_topologies,
+)
+from .report import ReportError, write_report
+from .run import Run, RunError, load_run
 from .topology import draw_topology
 
-# The names below are imported on first use (PEP 562): the `nas` command imports `analysis.report`
-# to build its parser, and must not pay for pandas, pyarrow and matplotlib on every start.
-_LAZY = {
-    "Run": "run",
-    "RunError": "run",
-    "load_run": "run",
-    "plot_best_so_far": "plots",
-    "plot_lineage": "plots",
-    "plot_pareto": "plots",
-    "plot_per_class_iou": "plots",
-    "plot_proxy_vs_full": "plots",
-    "plot_topologies": "plots",
-    "ReportError": "report",
-    "write_report": "report",
-}
-
-__all__ = ["draw_topology", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__all__ = [
+    "ReportError",
+    "Run",
+    "RunError",
+    "draw_topology",
+    "load_run",
+    "plot_best_so_far",
+    "plot_lineage",
+    "plot_pareto",
+    "plot_per_class_iou",
+    "plot_proxy_vs_full",
+    "plot_topologies",
+    "write_report",
+]

@@ -10,12 +10,13 @@ module to build its parser.
 
 from __future__ import annotations
 
-import argparse
 import html
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from nas.common.errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,14 +39,14 @@ dt { font-weight: 600; } dd { margin: 0; }
 """
 
 
-class ReportError(ValueError):
+class ReportError(UserError):
     """A report that cannot be written; one line naming the path."""
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, top: int = 3) -> Path:
     """Write the report of the run in ``run_dir`` to ``out`` (default ``RUN_DIR/report``);
     returns the path of ``index.html``. A run still in progress is reported as it stands."""
-    from nas.atomic import atomic_path
+    from nas.common.atomic import atomic_path
 
     from .run import load_run
 
@@ -220,31 +221,3 @@ def _num(value: float) -> str:
 
 def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
-
-
-# ---------------------------------------------------------------------------------- command line
-def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``report RUN_DIR [--out DIR] [--top K]`` to the ``nas`` command's subparsers."""
-    from nas.cli import positive_int  # here, not at the top: the command line imports this module
-
-    p = subparsers.add_parser("report", help="write a self-contained HTML report of a run (tables and PNG figures)")
-    p.add_argument("run_dir", help="a run directory of `nas search` (also while it runs)")
-    p.add_argument("--out", help="report folder (default: RUN_DIR/report)")
-    p.add_argument("--top", type=positive_int, default=3, help="models in the topology and per-class IoU figures")
-    p.set_defaults(func=cmd_report)
-    return p
-
-
-def cmd_report(args: argparse.Namespace) -> None:
-    from nas.cli import CliError, check_output_dir
-
-    from .run import RunError
-
-    if args.out is not None:
-        check_output_dir(args.out, "--out")
-    try:
-        index = write_report(args.run_dir, args.out, top=args.top)
-    except (RunError, ReportError) as exc:
-        # The CLI's own error type: `nas` prints it as one line, `nas: error: ...`, and exits with 2.
-        raise CliError(str(exc)) from None
-    print(index)

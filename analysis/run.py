@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from nas.common.errors import UserError
 from nas.search.leaderboard import leaderboard as rank_trials
 from nas.search.objective import COSTS, pareto_front
 from nas.search.store import COLUMNS as TRIAL_COLUMNS
@@ -81,7 +82,7 @@ LINEAGE_COLUMNS = [
 REFERENCE_COLUMNS = ["name", "spec_hash", "trained", "trial_id", "miou", "cost", "note"]
 
 
-class RunError(ValueError):
+class RunError(UserError):
     """A run directory that cannot be read, or a question it cannot answer; one line naming the file."""
 
 
@@ -307,7 +308,7 @@ class Run:
         return None
 
     def _task_fidelity(self):
-        from nas.config import ConfigError
+        from nas.common.config import ConfigError
         from proxy_tasks.task import load_task
 
         try:
@@ -510,8 +511,8 @@ def _reference_row(name, spec_hash, trained=False, trial_id=None, miou=math.nan,
 def _published_cost(spec_json: str, size: tuple[int, int], num_classes: int) -> dict[str, float]:
     """FLOPs and parameters of a (scaled) spec, counted as the trial counts them. Cached: building
     a DeepLabv3-ResNet-50 and tracing its forward takes seconds on a small CPU."""
-    from nas.builder import build_model
-    from nas.cost import count_flops, count_params
+    from nas.model.builder import build_model
+    from nas.model.cost import count_flops, count_params
 
     model = build_model(ArchSpec.from_json(spec_json), num_classes)
     return {"flops": float(count_flops(model, size)), "params": float(count_params(model))}

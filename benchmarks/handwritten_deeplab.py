@@ -2,7 +2,7 @@
 
 Written the way one writes the network by hand (torchvision style): stages of bottlenecks, the
 last stage dilated, then the ASPP head. It has the same layers, in the same registration order,
-as ``nas.build_model(get_spec("deeplabv3-resnet50"), classes)``, so weights can be copied across.
+as ``nas.model.build_model(get_spec("deeplabv3-resnet50"), classes)``, so weights can be copied across.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from nas.atomic import atomic_path
-from nas.config import to_dict
+from nas.common.atomic import atomic_path
+from nas.common.config import to_dict
 from proxy_tasks.datasets.synthetic import GENERATOR_VERSION
 from proxy_tasks.loader import train_loader
 from proxy_tasks.task import build_datasets, load_task, scale_spec
@@ -54,7 +54,7 @@ def bench_loop(args: argparse.Namespace) -> None:
     train, _ = build_datasets(task, fid)
     loader = iter(train_loader(train, replace(task, workers=0), fid, 0, 0, device))
     batches = [next(loader) for _ in range(8)]
-    from nas.builder import build_model
+    from nas.model.builder import build_model
 
     def bare_loop() -> float:
         torch.manual_seed(0)

@@ -15,14 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from analysis.report import add_report_parser
-from nas.export import add_export_parser
+from nas.common.errors import UserError
 from search_spaces import SearchSpace, SpecError, get_spec, mutate, published_names, sample
 from search_spaces.published import PUBLISHED
 from search_spaces.spec import DEFAULT_DILATIONS, ArchSpec, Head
 
 
-class CliError(Exception):
+class CliError(UserError):
     """A user error: reported as one line, exit status 2."""
 
 
@@ -164,8 +163,8 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def arch_info(spec: ArchSpec, size: tuple[int, int], classes: int, latency: bool, device: str) -> dict[str, Any]:
-    from .builder import build_model
-    from .cost import count_flops, count_params, measure_latency
+    from .model.builder import build_model
+    from .model.cost import count_flops, count_params, measure_latency
 
     model = build_model(spec, classes)
     info: dict[str, Any] = {
@@ -252,7 +251,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from proxy_tasks.task import build_datasets, load_task, scale_spec
     from proxy_tasks.trial import CHECKPOINT_NAME, run_trial
 
-    from .checkpoint import save_model
+    from .model.checkpoint import save_model
 
     spec = load_spec(args.arch)
     task = load_task(args.task, args.data_root)
@@ -340,7 +339,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from proxy_tasks.task import build_datasets, load_task
     from proxy_tasks.trial import evaluate
 
-    from .checkpoint import load_model
+    from .model.checkpoint import load_model
 
     task = load_task(args.task, args.data_root)  # the cheap checks first
     device = _device(args.device)
@@ -451,7 +450,7 @@ def _summary(run_dir: Path, top: int = 10) -> list[str]:
 
 def _baselines(run_dir: Path) -> list[str]:
     """The baselines the run's config names (none without a config); a damaged config is an error."""
-    from nas.config import load_file
+    from nas.common.config import load_file
     from nas.search.runner import CONFIG_NAME
 
     path = run_dir / CONFIG_NAME
@@ -498,10 +497,28 @@ def cmd_promote(args: argparse.Namespace) -> None:
     print(summary.to_text())
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from .model.export import export
+
+    if args.output is not None:  # a folder to write into, or a file whose folder must be one
+        output = Path(args.output)
+        check_output_dir(output if output.is_dir() else output.parent, "--output")
+    size = tuple(args.size) if args.size else None
+    print(export(args.path, args.format, args.output, size, args.opset).to_text())
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from analysis.report import write_report
+
+    if args.out is not None:
+        check_output_dir(args.out, "--out")
+    print(write_report(args.run_dir, args.out, top=args.top))
+
+
 def _write_json(path: Path, data: Any) -> None:
     import math
 
-    from .atomic import atomic_path
+    from .common.atomic import atomic_path
 
     def clean(value: Any) -> Any:  # JSON has no NaN: write null
         if isinstance(value, float) and math.isnan(value):
@@ -525,6 +542,28 @@ def _add_space_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head", choices=["deeplabv3", "deeplabv3plus"], default="deeplabv3")
     p.add_argument("--output-levels", type=int, nargs="+", help="endpoint levels (default: 3..max level)")
     p.add_argument("--head-level", type=int, default=4, help="ASPP level: 4 = output stride 16, 3 = 8")
+
+
+def _add_export_parser(sub: Any) -> None:
+    from .model.export import DEFAULT_OPSET, FORMATS, ONNX_OPSETS, OUTPUT_NAMES
+
+    p = sub.add_parser("export", help="export a promoted model (or a checkpoint) to TorchScript or ONNX")
+    p.add_argument("path", help="RUN_DIR/promoted/<hash>, a `nas train` output folder, or a .pt checkpoint")
+    p.add_argument("--format", choices=FORMATS, default="torchscript")
+    p.add_argument("--output", help=f"file to write (default: {' or '.join(OUTPUT_NAMES.values())} beside the weights)")
+    size_help = "input size to trace at (default: the input_size in metrics.json, else 512 512)"
+    p.add_argument("--size", type=image_side, nargs=2, metavar=("H", "W"), help=size_help)
+    first, last = ONNX_OPSETS[0], ONNX_OPSETS[-1]
+    p.add_argument("--opset", type=int_in(first, last), default=DEFAULT_OPSET, help=f"ONNX opset ({first}..{last})")
+    p.set_defaults(func=cmd_export)
+
+
+def _add_report_parser(sub: Any) -> None:
+    p = sub.add_parser("report", help="write a self-contained HTML report of a run (tables and PNG figures)")
+    p.add_argument("run_dir", help="a run directory of `nas search` (also while it runs)")
+    p.add_argument("--out", help="report folder (default: RUN_DIR/report)")
+    p.add_argument("--top", type=positive_int, default=3, help="models in the topology and per-class IoU figures")
+    p.set_defaults(func=cmd_report)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -616,8 +655,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else a private local Ray)")
     p.set_defaults(func=cmd_promote)
 
-    add_export_parser(sub)
-    add_report_parser(sub)
+    _add_export_parser(sub)
+    _add_report_parser(sub)
 
     task = sub.add_parser("task", help="built-in tasks").add_subparsers(dest="task_command", required=True)
     p = task.add_parser("list", help="list the built-in tasks")
@@ -643,31 +682,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = make_parser().parse_args(argv)
     except SystemExit as exc:  # an argparse error (already printed as one line) or --help
         return exc.code if isinstance(exc.code, int) else 2
-    from nas.config import ConfigError
-    from proxy_tasks.datasets import DatasetError
-    from proxy_tasks.trial import ResumeError
-
-    from .checkpoint import CheckpointError
-
-    errors: tuple[type[BaseException], ...] = (
-        CliError,
-        SpecError,
-        ConfigError,
-        DatasetError,
-        CheckpointError,
-        ResumeError,
-    )
-    if args.command in ("search", "show", "promote"):
-        from .search.runner import SearchError
-        from .search.search import SearchStateError
-        from .search.store import StoreError
-
-        errors += (SearchError, SearchStateError, StoreError)
     try:
         if getattr(args, "device", None) is not None:
             args.device = check_device(args.device)
         args.func(args)
-    except errors as exc:
+    except UserError as exc:
         return _fail(_one_line(exc))
     except BrokenPipeError:
         return 0
@@ -694,8 +713,4 @@ def _environment_error(exc: OSError | UnicodeDecodeError | MemoryError) -> str:
 
 
 if __name__ == "__main__":
-    # `python -m nas.cli` runs this file as `__main__`; run the `nas.cli` module instead, so that its
-    # `CliError` is the one other modules import and raise.
-    from nas.cli import main as nas_main
-
-    sys.exit(nas_main())
+    sys.exit(main())

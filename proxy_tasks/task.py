@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from nas.config import ConfigError, from_dict, load_file, to_dict
+from nas.common.config import ConfigError, from_dict, load_file, to_dict
 from search_spaces import ArchSpec
 from search_spaces.spec import MAX_NAME_CHARS
 

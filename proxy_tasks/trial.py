@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from nas.atomic import atomic_path
-from nas.builder import build_model
-from nas.cost import count_flops, count_params, measure_latency
-from nas.faults import failpoint
+from nas.common.atomic import atomic_path
+from nas.common.errors import UserError
+from nas.common.faults import failpoint
+from nas.model.builder import build_model
+from nas.model.cost import count_flops, count_params, measure_latency
 from search_spaces import ArchSpec
 
 from .loader import eval_loader, train_loader
@@ -286,7 +287,7 @@ def poly_schedule(steps: int, power: float, warmup: int) -> Callable[[int], floa
     return factor
 
 
-class ResumeError(ValueError):
+class ResumeError(UserError):
     """A checkpoint that cannot be resumed; the message names the file."""
 
 

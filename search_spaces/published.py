@@ -63,7 +63,7 @@ def spinenet(size: str = "49", head: Head | None = None, min_level: int = 3, max
     """SpineNet-``size`` (49s, 49, 96, 143, 143l, 190) with a DeepLabv3 head at level 4 by default.
 
     The endpoints are levels ``min_level``..``max_level`` (TF's defaults 3..7); they are resampled
-    to the head level and summed (see `nas.builder`).
+    to the head level and summed (see `nas.model.builder`).
     """
     key = size.lower()
     if key not in SPINENET_SCALING_MAP:

@@ -2,7 +2,7 @@
 
 A spec is a stem (7x7/2 conv, BN, ReLU, 3x3/2 max-pool) followed by an ordered list of blocks.
 Every network of the platform, a ResNet for DeepLab as well as a scale-permuted SpineNet, is a
-point of this one representation; `nas.builder` turns any spec into a PyTorch module.
+point of this one representation; `nas.model.builder` turns any spec into a PyTorch module.
 
 Node numbering: the stem is node ``STEM`` (-1), block ``i`` of ``spec.blocks`` is node ``i``.
 
@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any
+
+from nas.common.errors import UserError
 
 STEM = -1
 MIN_LEVEL, MAX_LEVEL = 2, 7
@@ -52,7 +54,7 @@ MAX_NAME_CHARS = 200
 MAX_JSON_CHARS = 1_000_000  # 128 blocks are about 26 kB of indented JSON
 
 
-class SpecError(ValueError):
+class SpecError(UserError):
     """An invalid architecture spec; the message names the offending block and field."""
 
 

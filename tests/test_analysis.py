@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -30,8 +29,10 @@ from analysis import (
     plot_topologies,
     write_report,
 )
-from analysis.report import ReportError, add_report_parser
+from analysis.report import ReportError
 from analysis.topology import draw_topology
+from nas.cli import make_parser
+from nas.common.errors import UserError
 from nas.search.store import write_rows
 from search_spaces import SearchSpace, get_spec, mutate, sample
 
@@ -220,8 +221,8 @@ def _promoted_record(path: Path, row: dict, proxy: float, full: float | None, we
 
 def _save_weights(path: Path, spec_json: str) -> None:
     # What promotion keeps: the model trained at the fidelity's width, with its (scaled) spec.
-    from nas.builder import build_model
-    from nas.checkpoint import save_model
+    from nas.model.builder import build_model
+    from nas.model.checkpoint import save_model
     from proxy_tasks.task import load_task, scale_spec
     from search_spaces import ArchSpec
 
@@ -390,7 +391,7 @@ def test_moved_directory(tmp_path):
     assert run.promoted_dir(top["spec_hash"]) == moved / top["path"]
     assert run.promoted_metrics(top["spec_hash"])["full"]["miou"] == pytest.approx(0.60)
     assert len(plot_per_class_iou(run).axes) == 2  # the promoted metrics were found in the new place
-    from nas.checkpoint import load_model
+    from nas.model.checkpoint import load_model
 
     model, _ = load_model(run.promoted_dir(top["spec_hash"]) / "model.pt")
     assert model.num_classes == 7
@@ -581,16 +582,13 @@ def test_report_errors_and_command(tmp_path, capsys):
         write_report(path, out=blocker / "report")
     _one_line_error(excinfo, str(blocker / "report"))
 
-    parser = argparse.ArgumentParser(prog="nas")
-    add_report_parser(parser.add_subparsers(dest="command"))
+    parser = make_parser()
     args = parser.parse_args(["report", str(path), "--out", str(tmp_path / "out")])
     args.func(args)
     assert capsys.readouterr().out.strip() == str(tmp_path / "out" / "index.html")
 
-    from nas.cli import CliError
-
     args = parser.parse_args(["report", str(tmp_path / "missing")])
-    with pytest.raises(CliError, match="no such run directory"):
+    with pytest.raises(UserError, match="no such run directory"):
         args.func(args)
 
 

@@ -96,8 +96,8 @@ def _run_dir(path: Path) -> Path:
 
 def _checkpoint(path: Path) -> None:
     """A `nas train` checkpoint of a narrow SpineNet-49S."""
-    from nas.builder import build_model
-    from nas.checkpoint import save_model
+    from nas.model.builder import build_model
+    from nas.model.checkpoint import save_model
 
     model = build_model(slim(get_spec("spinenet-49s")), 2)
     save_model(path, model, class_names=["a", "b"], task="synthetic", fidelity="smoke", source_spec="{}", miou=0.5)

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nas import build_backbone, build_model, create_model
-from nas.builder import ChainNode, FuseNode
-from nas.cost import count_params
+from nas.model import build_backbone, build_model, create_model
+from nas.model.builder import ChainNode, FuseNode
+from nas.model.cost import count_params
 from search_spaces import ArchSpec, Block, Head, SearchSpace, get_spec, published_names, sample, spinenet
 from tests.helpers import slim
 

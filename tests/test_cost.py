@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas.cost import count_flops, count_params, measure_latency
+from nas.model.cost import count_flops, count_params, measure_latency
 
 
 class OneConv(nn.Module):

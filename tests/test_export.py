@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -11,13 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import nas.export as export_module
-from nas import build_model
-from nas.builder import SegmentationModel
-from nas.checkpoint import CheckpointError, save_model
-from nas.export import (
+import nas.model.export as export_module
+from nas.cli import make_parser
+from nas.common.errors import UserError
+from nas.model import build_model
+from nas.model.builder import SegmentationModel
+from nas.model.checkpoint import save_model
+from nas.model.export import (
     ExportError,
-    add_export_parser,
     default_input_size,
     export,
     export_model,
@@ -107,9 +107,9 @@ def test_torchscript_export_of_a_promoted_spinenet_matches_the_eager_model(promo
 
 def test_cli_exports_a_deeplab_train_checkpoint_to_torchscript_beside_it(tmp_path, capsys) -> None:
     folder, model = _promote(tmp_path / "train", "deeplabv3-resnet50", weights="checkpoint.pt")  # `nas train --out`
-    parser = argparse.ArgumentParser(prog="nas")
-    add_export_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["export", str(folder / "checkpoint.pt"), "--format", "torchscript", "--size", "40", "56"])
+    args = make_parser().parse_args(
+        ["export", str(folder / "checkpoint.pt"), "--format", "torchscript", "--size", "40", "56"]
+    )
     args.func(args)
     out = capsys.readouterr().out
     written = folder / "model.torchscript.pt"
@@ -276,7 +276,7 @@ def _broken(kind: str, tmp_path: Path, promoted) -> tuple[Path, Path, str]:
 def test_bad_sources_give_one_line_errors_naming_the_file(tmp_path, promoted, kind: str) -> None:
     source, named, says = _broken(kind, tmp_path, promoted)
     for attempt in (lambda: export_model(source, "torchscript"), lambda: load_promoted(source)):
-        with pytest.raises(CheckpointError) as info:  # ExportError is one: `nas` prints it as one line
+        with pytest.raises(UserError) as info:  # `nas` prints it as one line
             attempt()
         message = str(info.value)
         assert "\n" not in message

@@ -1,4 +1,4 @@
-"""Crashes at chosen points (`nas.faults`): a worker killed mid-trial, the driver killed mid-search.
+"""Crashes at chosen points (`nas.common.faults`): a worker killed mid-trial, the driver killed mid-search.
 
 Whatever dies where, the finished table holds every candidate once, none lost and none wrongly failed.
 """
@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import ray
 
-from nas.faults import failpoint
+from nas.common.faults import failpoint
 from nas.search.config import load_search_config
 from nas.search.runner import run_search
 from tests.test_search_ray import NAS, write_config

@@ -27,8 +27,8 @@ import yaml
 from search_bench import likeness_objective
 
 from analysis import load_run
-from nas.checkpoint import CheckpointError, load_model
 from nas.cli import main
+from nas.model.checkpoint import CheckpointError, load_model
 from nas.search import STRATEGIES, Objective, Outcome, Search, evaluate_in_process
 from nas.search.config import search_config_from_dict
 from nas.search.optuna_base import RNG_PATHS, random_states

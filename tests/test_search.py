@@ -299,7 +299,7 @@ def test_objectives_and_the_pareto_front() -> None:
 
 
 def test_the_shipped_search_configs_load_and_bad_keys_are_named(tmp_path) -> None:
-    from nas.config import ConfigError
+    from nas.common.config import ConfigError
     from nas.search.config import load_search_config
 
     for name in ("smoke", "quickstart"):

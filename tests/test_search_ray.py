@@ -16,8 +16,8 @@ import pytest
 import ray
 import yaml
 
-from nas.checkpoint import load_model
 from nas.cli import main
+from nas.model.checkpoint import load_model
 from nas.search.config import load_search_config
 from nas.search.promote import promote
 from nas.search.runner import SearchError, run_search

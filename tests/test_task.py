@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nas.config import ConfigError
+from nas.common.config import ConfigError
 from proxy_tasks.task import Fidelity, TaskConfig, builtin_tasks, load_task, scale_spec, task_from_dict
 from search_spaces import get_spec
 

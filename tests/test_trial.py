@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.checkpoint import load_model
+from nas.model.checkpoint import load_model
 from proxy_tasks.task import load_task
 from proxy_tasks.trial import CHECKPOINT_NAME, run_trial
 from search_spaces import get_spec

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from nas.config import ConfigError, from_dict, load_file, to_dict
+from nas.common.config import ConfigError, from_dict, load_file, to_dict
 from search_spaces import Head, SearchSpace, SpecError
 
 from .objective import Objective

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from nas.config import ConfigError
+from nas.common.config import ConfigError
 
 COSTS = ("flops", "latency_ms", "params")
 

@@ -4,7 +4,7 @@
 mIoU against cost with ``pareto=True``), trains each at ``fidelity`` (default ``full``) as Ray Tune
 trials (the same trainable as the search, which also keeps the trained weights), and writes
 
-* ``RUN_DIR/promoted/<hash>/``: ``spec.json``, ``model.pt`` (weights + spec, `nas.checkpoint`) and
+* ``RUN_DIR/promoted/<hash>/``: ``spec.json``, ``model.pt`` (weights + spec, `nas.model.checkpoint`) and
   ``metrics.json`` (the full-fidelity metrics beside the proxy ones);
 * ``RUN_DIR/promoted.parquet``: one row per promoted model, proxy and full metrics side by side;
 * ``RUN_DIR/promoted/summary.json``: Kendall tau and Spearman rho between proxy and full mIoU.
@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from nas.atomic import atomic_path
+from nas.common.atomic import atomic_path
 from proxy_tasks.task import load_task, scale_spec
 from search_spaces import ArchSpec, SpecError
 

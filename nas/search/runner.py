@@ -30,9 +30,10 @@ from typing import Any
 
 import yaml
 
-import nas
-from nas.atomic import atomic_path
-from nas.config import ConfigError, to_dict
+import nas.model
+from nas.common.atomic import atomic_path
+from nas.common.config import ConfigError, to_dict
+from nas.common.errors import UserError
 from proxy_tasks.task import Fidelity, TaskConfig, load_task, scale_spec
 from search_spaces import ArchSpec, SpecError
 
@@ -53,13 +54,13 @@ MAX_SPEC_BYTES = 2**20  # a 16-block spec is about 3 KB of JSON
 Log = Callable[[str], None]
 
 
-class SearchError(RuntimeError):
+class SearchError(UserError):
     """A search that cannot start or go on (bad run directory, unreachable cluster); one line."""
 
 
 # ---------------------------------------------------------------------------------- building
 def resolve_spec(ref: str) -> ArchSpec:
-    """`nas.resolve_spec` with config errors: a published name or a spec file named in a config."""
+    """`nas.model.resolve_spec` with config errors: a published name or a spec file named in a config."""
     path = Path(ref)
     if path.exists() or ref.endswith(".json"):
         if not path.is_file():  # reading a FIFO or a device would block or never end
@@ -67,7 +68,7 @@ def resolve_spec(ref: str) -> ArchSpec:
         if path.stat().st_size > MAX_SPEC_BYTES:
             raise ConfigError(f"{ref}: {path.stat().st_size} bytes, more than a spec file holds (at most 1 MiB)")
     try:
-        return nas.resolve_spec(ref)
+        return nas.model.resolve_spec(ref)
     except SpecError as exc:
         raise ConfigError(f"{ref}: {exc}") from None
     except OSError as exc:

@@ -34,8 +34,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from nas.atomic import atomic_path
-from nas.faults import failpoint
+from nas.common.atomic import atomic_path
+from nas.common.errors import UserError
+from nas.common.faults import failpoint
 from search_spaces import ArchSpec, SearchSpace
 
 from .base import Candidate, Controller
@@ -46,7 +47,7 @@ STATE_NAME = "search_state.json"
 STATE_VERSION = 1
 
 
-class SearchStateError(ValueError):
+class SearchStateError(UserError):
     """A search state file that cannot be resumed; the message names the file."""
 
 

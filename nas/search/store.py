@@ -21,8 +21,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nas.atomic import atomic_path
-from nas.faults import failpoint
+from nas.common.atomic import atomic_path
+from nas.common.errors import UserError
+from nas.common.faults import failpoint
 from search_spaces import ArchSpec
 
 TABLE_NAME = "trials.parquet"
@@ -81,7 +82,7 @@ SCHEMA = pa.schema(
 COLUMNS = tuple(SCHEMA.names)
 
 
-class StoreError(ValueError):
+class StoreError(UserError):
     """A results table that cannot be read or a row that does not fit it."""
 
 

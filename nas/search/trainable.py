@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from nas.checkpoint import save_model
+from nas.model.checkpoint import save_model
 from proxy_tasks.task import task_from_dict
 from proxy_tasks.trial import CHECKPOINT_NAME, run_trial
 from search_spaces import ArchSpec

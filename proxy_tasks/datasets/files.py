@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nas.common.errors import UserError
+
 IGNORE_INDEX = 255
 
 # Cityscapes labelIds -> train ids (the 19 evaluated classes); everything else is ignored.
@@ -66,7 +68,7 @@ VOC_CLASSES = (
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """Bad data: the message names the file."""
 
 

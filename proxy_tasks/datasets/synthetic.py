@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nas.atomic import atomic_path
+from nas.common.atomic import atomic_path
 
 SHAPES = ("disk", "ring", "square", "triangle", "cross", "bar")  # the shape vocabulary
 CLASSES = ("background", *SHAPES)  # the default class list: every shape

@@ -1,7 +1,7 @@
 """Exporting a discovered model (TorchScript, ONNX) and loading one in your own PyTorch code.
 
 A promoted model directory, ``RUN_DIR/promoted/<hash>/``, holds ``spec.json`` (the architecture),
-``model.pt`` (the weights, written by `nas.checkpoint.save_model`) and ``metrics.json``; ``nas train
+``model.pt`` (the weights, written by `nas.model.checkpoint.save_model`) and ``metrics.json``; ``nas train
 --out DIR`` writes the same with ``checkpoint.pt`` for ``model.pt``. The spec JSON and the weights
 give the module in three lines:
 
@@ -15,7 +15,7 @@ model.load_state_dict(weights["state_dict"])
 ```
 
 `load_promoted` does the same in one call and checks that ``spec.json`` is the spec the weights were
-trained with; `nas.checkpoint.load_model` reads a weights file alone (it carries its spec).
+trained with; `nas.model.checkpoint.load_model` reads a weights file alone (it carries its spec).
 
 `export_model` writes ``model.torchscript.pt`` (``torch.jit.load`` runs it without this package)
 or ``model.onnx`` (needs the ``export`` extra: ``pip install 'spinenet-seg-nas[export]'``). Both take
@@ -27,7 +27,6 @@ with the eager model's at the traced size and at an odd size with batch 2.
 
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 from contextlib import contextmanager
@@ -37,12 +36,13 @@ from typing import Any
 
 import torch
 
+from nas.common.atomic import atomic_path
+from nas.common.errors import UserError
 from search_spaces import ArchSpec, SpecError
 
 from . import builder
-from .atomic import atomic_path
 from .builder import SegmentationModel
-from .checkpoint import CheckpointError, load_model
+from .checkpoint import load_model
 
 FORMATS = ("torchscript", "onnx")
 OUTPUT_NAMES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
@@ -56,7 +56,7 @@ TOLERANCE = {"torchscript": 1e-5, "onnx": 1e-4}
 INSTALL_HINT = "pip install 'spinenet-seg-nas[export]'"
 
 
-class ExportError(CheckpointError):
+class ExportError(UserError):
     """An export that cannot be done; one line naming the file (`nas` prints it and exits with 2)."""
 
 
@@ -93,6 +93,17 @@ class ExportReport:
     runtime: str | None  # what ran the exported file for the checks (None: not run, see ``note``)
     checks: tuple[Check, ...]
     note: str = ""
+
+    def to_text(self) -> str:
+        height, width = self.input_size
+        lines = [f"{self.path}  ({self.format}, spec {self.spec_hash}, traced at {height}x{width}, takes any size)"]
+        if self.checks:
+            worst = max(c.max_abs_diff / max(1.0, c.max_abs_logit) for c in self.checks)
+            diffs = ", ".join(f"{c.max_abs_diff:.2g} at {'x'.join(map(str, c.shape))}" for c in self.checks)
+            lines.append(f"  matches the eager model ({self.runtime}): max |diff| {diffs} (relative {worst:.1e})")
+        if self.note:
+            lines.append(f"  {self.note}")
+        return "\n".join(lines)
 
 
 def find_source(path: str | Path) -> Source:
@@ -351,43 +362,3 @@ def export_model(
     (H, W) to the ``input_size`` of the model's ``metrics.json``, else 512 x 512.
     """
     return export(source, fmt, output, input_size, opset).path
-
-
-# ----------------------------------------------------------------------------------- command line
-def _format_report(report: ExportReport) -> str:
-    height, width = report.input_size
-    lines = [f"{report.path}  ({report.format}, spec {report.spec_hash}, traced at {height}x{width}, takes any size)"]
-    if report.checks:
-        worst = max(c.max_abs_diff / max(1.0, c.max_abs_logit) for c in report.checks)
-        diffs = ", ".join(f"{c.max_abs_diff:.2g} at {'x'.join(map(str, c.shape))}" for c in report.checks)
-        lines.append(f"  matches the eager model ({report.runtime}): max |diff| {diffs} (relative {worst:.1e})")
-    if report.note:
-        lines.append(f"  {report.note}")
-    return "\n".join(lines)
-
-
-def cmd_export(args: argparse.Namespace) -> None:
-    from .cli import check_output_dir
-
-    if args.output is not None:  # a folder to write into, or a file whose folder must be one
-        output = Path(args.output)
-        check_output_dir(output if output.is_dir() else output.parent, "--output")
-    size = tuple(args.size) if args.size else None
-    report = export(args.path, args.format, args.output, size, args.opset)
-    print(_format_report(report))
-
-
-def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``nas export PATH --format torchscript|onnx [--output FILE] [--size H W] [--opset N]``."""
-    from .cli import image_side, int_in  # here, not at the top: the command line imports this module
-
-    p = subparsers.add_parser("export", help="export a promoted model (or a checkpoint) to TorchScript or ONNX")
-    p.add_argument("path", help="RUN_DIR/promoted/<hash>, a `nas train` output folder, or a .pt checkpoint")
-    p.add_argument("--format", choices=FORMATS, default="torchscript")
-    p.add_argument("--output", help=f"file to write (default: {' or '.join(OUTPUT_NAMES.values())} beside the weights)")
-    size_help = "input size to trace at (default: the input_size in metrics.json, else 512 512)"
-    p.add_argument("--size", type=image_side, nargs=2, metavar=("H", "W"), help=size_help)
-    first, last = ONNX_OPSETS[0], ONNX_OPSETS[-1]
-    p.add_argument("--opset", type=int_in(first, last), default=DEFAULT_OPSET, help=f"ONNX opset ({first}..{last})")
-    p.set_defaults(func=cmd_export)
-    return p

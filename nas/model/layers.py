@@ -1,6 +1,6 @@
 """The layers every network is made of: conv-BN-ReLU, ResNet blocks, SpineNet resampling, ASPP.
 
-Each module reads like its paper; `nas.builder` only wires them together.
+Each module reads like its paper; `nas.model.builder` only wires them together.
 """
 
 from __future__ import annotations

@@ -7,13 +7,14 @@ from typing import Any
 
 import torch
 
+from nas.common.atomic import atomic_path
+from nas.common.errors import UserError
 from search_spaces import ArchSpec, SpecError
 
-from .atomic import atomic_path
 from .builder import SegmentationModel, build_model
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be used; the message names the file."""
 
 
