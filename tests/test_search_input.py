@@ -184,7 +184,7 @@ def test_an_out_that_is_a_file_or_holds_a_search_is_left_as_it_is(tmp_path, caps
     config = write_config(tmp_path)
     (tmp_path / "file").write_text("mine")
     line = refused(["search", "--config", str(config), "--out", str(tmp_path / "file")], capsys)
-    assert "file: not a directory" in line and (tmp_path / "file").read_text() == "mine"
+    assert "file: exists and is not a folder" in line and (tmp_path / "file").read_text() == "mine"
     run_dir = finished_run(tmp_path)
     before = snapshot(run_dir)
     line = refused(["search", "--config", str(config), "--out", str(run_dir)], capsys)
@@ -352,9 +352,9 @@ def test_promote_refuses_bad_arguments_before_anything_is_written(tmp_path, caps
     run_dir = finished_run(tmp_path)
     before = snapshot(run_dir)
     for args, message in (
-        (["--top", "0"], "--top must be >= 1, got 0"),
-        (["--top", "-1"], "--top must be >= 1, got -1"),
-        (["--seed", "-5"], "--seed must be in [0, 4294967295], got -5"),
+        (["--top", "0"], "--top: must be >= 1, got 0"),
+        (["--top", "-1"], "--top: must be >= 1, got -1"),
+        (["--seed", "-5"], "--seed: must be in 0..4,294,967,295, got -5"),
         (["--fidelity", "nope"], "task 'synthetic' has no fidelity 'nope'"),
     ):
         assert message in refused(["promote", str(run_dir), *args], capsys)
