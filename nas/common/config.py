@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from .errors import UserError
+from .text import read_text
 
 T = TypeVar("T")
 
@@ -29,12 +30,7 @@ class ConfigError(UserError):
 def load_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON mapping."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason})") from None
+    text = read_text(path, ConfigError)
     try:
         if path.suffix == ".json":
             data = json.loads(text)

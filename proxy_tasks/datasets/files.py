@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from nas.common.errors import UserError
+from nas.common.text import read_text
 
 IGNORE_INDEX = 255
 
@@ -147,12 +148,7 @@ def _require_dir(path: Path, what: str) -> None:
 
 def _read_lines(path: Path) -> list[str]:
     """The non-blank lines of a text file, stripped."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason})") from None
+    text = read_text(path, DatasetError)
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
