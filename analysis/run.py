@@ -485,13 +485,12 @@ def _float(value: Any) -> float:
 
 # ---------------------------------------------------------------------------------- references
 def _reference_spec(ref: str) -> ArchSpec | None:
-    """A baseline as the search resolves it: a published name or a spec JSON file."""
-    from search_spaces import get_spec
-    from search_spaces.published import PUBLISHED
+    """A baseline as the search resolves it, or None where it cannot be read."""
+    from search_spaces import resolve_spec
 
     try:
-        return get_spec(ref) if ref in PUBLISHED else ArchSpec.from_json(Path(ref).read_text())
-    except (OSError, SpecError):
+        return resolve_spec(ref)
+    except SpecError:
         return None
 
 

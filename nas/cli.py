@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from nas.common.errors import UserError
-from search_spaces import SearchSpace, SpecError, get_spec, mutate, published_names, sample
-from search_spaces.published import PUBLISHED
-from search_spaces.spec import DEFAULT_DILATIONS, ArchSpec, Head
+from search_spaces import SearchSpace, SpaceOptions, SpecError, get_spec, mutate, published_names, resolve_spec, sample
+from search_spaces.spec import ArchSpec
 
 
 class CliError(UserError):
@@ -103,51 +102,18 @@ def check_output_dir(path: str | Path, option: str) -> Path:
     return path
 
 
-def load_spec(ref: str) -> ArchSpec:
-    """A spec from a published name, a JSON file, or ``-`` (standard input)."""
-    if ref == "-":
-        try:
-            text = sys.stdin.read()
-        except UnicodeDecodeError as exc:
-            raise CliError(f"standard input: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
-        if not text.strip():
-            raise CliError("no spec on standard input")
-        return ArchSpec.from_json(text)
-    if ref in PUBLISHED:
-        return get_spec(ref)
-    path = Path(ref)
-    if path.is_dir() and (path / "spec.json").is_file():
-        path = path / "spec.json"
-    if not path.is_file():
-        raise CliError(f"{ref!r} is neither a published architecture ({', '.join(published_names())}) nor a file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CliError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise CliError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason})") from None
-    try:
-        return ArchSpec.from_json(text)
-    except SpecError as exc:
-        raise SpecError(f"{path}: {exc}") from None
-
-
 def _space(args: argparse.Namespace) -> SearchSpace:
-    head_level = args.head_level
-    head = Head(
-        kind=args.head,
-        level=head_level,
-        aspp_rates=(6, 12, 18) if head_level >= 4 else (12, 24, 36),
-    )
+    # Without --output-levels the endpoints follow the level range: every level from 3 up to the coarsest.
     output_levels = args.output_levels or range(max(3, args.min_level), args.max_level + 1)
-    return SearchSpace(
+    return SpaceOptions(
         num_blocks=args.blocks,
         min_level=args.min_level,
         max_level=args.max_level,
         dilations=tuple(args.dilations),
         output_levels=tuple(output_levels),
-        head=head,
-    )
+        head=args.head,
+        head_level=args.head_level,
+    ).build()
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -188,7 +154,7 @@ def arch_info(spec: ArchSpec, size: tuple[int, int], classes: int, latency: bool
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    spec = load_spec(args.spec)
+    spec = resolve_spec(args.spec, stdin=True)
     info = arch_info(spec, tuple(args.size), args.classes, args.latency, args.device)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -208,7 +174,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_mutate(args: argparse.Namespace) -> None:
-    spec = load_spec(args.spec)
+    spec = resolve_spec(args.spec, stdin=True)
     space = _space(args)
     import random
 
@@ -228,7 +194,7 @@ def cmd_draw(args: argparse.Namespace) -> None:
     matplotlib.use("Agg")
     from analysis.topology import draw_topology
 
-    spec = load_spec(args.spec)
+    spec = resolve_spec(args.spec, stdin=True)
     fig = draw_topology(spec)
     try:
         fig.savefig(args.output, dpi=args.dpi)
@@ -253,7 +219,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     from .model.checkpoint import save_model
 
-    spec = load_spec(args.arch)
+    spec = resolve_spec(args.arch, stdin=True)
     task = load_task(args.task, args.data_root)
     fidelity = task.fidelity(args.fidelity)  # fail now on an unknown fidelity
     scale_spec(spec, fidelity)  # and on a spec the fidelity's width makes invalid
@@ -417,7 +383,6 @@ def _summary(run_dir: Path, top: int = 10) -> list[str]:
     Everything is read and checked before the caller prints a line, so a damaged file is one error.
     """
     from nas.search.leaderboard import format_leaderboard, leaderboard, status_counts, trials_frame
-    from nas.search.runner import resolve_spec
 
     trials = trials_frame(run_dir)
     baselines = _baselines(run_dir)
@@ -436,7 +401,7 @@ def _summary(run_dir: Path, top: int = 10) -> list[str]:
     for ref in baselines:
         try:
             spec_hash = resolve_spec(ref).hash
-        except (ValueError, OSError):
+        except SpecError:
             continue
         rows = trials[(trials["spec_hash"] == spec_hash) & (trials["status"] == "ok")]
         if not rows.empty:
@@ -534,14 +499,17 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _add_space_options(p: argparse.ArgumentParser) -> None:
-    # The search space checks these values and their limits (a `SpecError` naming the setting).
-    p.add_argument("--blocks", type=int, default=16, help="scale-permuted blocks after the 2 stem blocks")
-    p.add_argument("--min-level", type=int, default=2)
-    p.add_argument("--max-level", type=int, default=7)
-    p.add_argument("--dilations", type=int, nargs="+", default=list(DEFAULT_DILATIONS))
-    p.add_argument("--head", choices=["deeplabv3", "deeplabv3plus"], default="deeplabv3")
+    # The defaults are the search config's; the search space checks the values and their limits (a `SpecError`).
+    default = SpaceOptions()
+    p.add_argument(
+        "--blocks", type=int, default=default.num_blocks, help="scale-permuted blocks after the 2 stem blocks"
+    )
+    p.add_argument("--min-level", type=int, default=default.min_level)
+    p.add_argument("--max-level", type=int, default=default.max_level)
+    p.add_argument("--dilations", type=int, nargs="+", default=list(default.dilations))
+    p.add_argument("--head", choices=["deeplabv3", "deeplabv3plus"], default=default.head)
     p.add_argument("--output-levels", type=int, nargs="+", help="endpoint levels (default: 3..max level)")
-    p.add_argument("--head-level", type=int, default=4, help="ASPP level: 4 = output stride 16, 3 = 8")
+    p.add_argument("--head-level", type=int, default=default.head_level, help="ASPP level: 4 = output stride 16, 3 = 8")
 
 
 def _add_export_parser(sub: Any) -> None:

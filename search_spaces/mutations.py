@@ -21,22 +21,12 @@ Kinds:
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .space import SearchSpace
-from .spec import STEM, ArchSpec, SpecError
-
-KINDS = (
-    "swap_levels",
-    "rewire",
-    "dilation",
-    "type",
-    "shift_level",
-    "move_output",
-    "add_parent",
-    "drop_parent",
-)
+from .spec import STEM, ArchSpec, Block, SpecError
 
 
 @dataclass(frozen=True)
@@ -52,63 +42,12 @@ class Mutation:
         if not 0 <= self.block < len(spec.blocks):
             raise SpecError(f"mutation {self}: block {self.block} does not exist")
         blocks = list(spec.blocks)
-        b = blocks[self.block]
-        if self.kind == "swap_levels":
-            (j,) = self.args
-            other = blocks[j]
-            blocks[self.block] = replace(b, level=other.level, width=other.width)
-            blocks[j] = replace(other, level=b.level, width=b.width)
-        elif self.kind == "rewire":
-            old, new = self.args
-            if old not in b.parents:
-                raise SpecError(f"mutation {self}: {old} is not a parent of block {self.block}")
-            blocks[self.block] = replace(b, parents=tuple(new if p == old else p for p in b.parents))
-        elif self.kind == "dilation":
-            blocks[self.block] = replace(b, dilation=self.args[0])
-        elif self.kind == "type":
-            blocks[self.block] = replace(b, type=self.args[0])
-        elif self.kind == "shift_level":
-            blocks[self.block] = replace(b, level=b.level + self.args[0])
-        elif self.kind == "move_output":
-            (j,) = self.args
-            if not b.output or blocks[j].output:
-                raise SpecError(f"mutation {self}: needs an output block and a non-output block")
-            blocks[self.block] = replace(b, output=False)
-            blocks[j] = replace(blocks[j], output=True)
-        elif self.kind == "add_parent":
-            if len(b.parents) != 1:
-                raise SpecError(f"mutation {self}: block {self.block} already has two parents")
-            blocks[self.block] = replace(b, parents=(*b.parents, self.args[0]), connection="fuse")
-        elif self.kind == "drop_parent":
-            parent, connection = self.args
-            if len(b.parents) != 2 or parent not in b.parents:
-                raise SpecError(f"mutation {self}: block {self.block} has no second parent {parent}")
-            kept = tuple(p for p in b.parents if p != parent)
-            blocks[self.block] = replace(b, parents=kept, connection=connection)
-        else:
-            raise SpecError(f"unknown mutation kind {self.kind!r} (known: {', '.join(KINDS)})")
+        _kind(self.kind).apply(self, blocks)
         return spec.with_blocks(blocks)
 
     def inverse(self, parent: ArchSpec) -> Mutation:
         """The mutation that turns ``self.apply(parent)`` back into ``parent``."""
-        b = parent.blocks[self.block]
-        if self.kind in ("swap_levels",):
-            return self
-        if self.kind == "rewire":
-            return Mutation("rewire", self.block, (self.args[1], self.args[0]))
-        if self.kind == "dilation":
-            return Mutation("dilation", self.block, (b.dilation,))
-        if self.kind == "type":
-            return Mutation("type", self.block, (b.type,))
-        if self.kind == "shift_level":
-            return Mutation("shift_level", self.block, (-self.args[0],))
-        if self.kind == "move_output":
-            return Mutation("move_output", self.args[0], (self.block,))
-        if self.kind == "add_parent":
-            return Mutation("drop_parent", self.block, (self.args[0], b.connection))
-        if self.kind == "drop_parent":
-            return Mutation("add_parent", self.block, (self.args[0],))
-        raise SpecError(f"unknown mutation kind {self.kind!r}")
+        return _kind(self.kind).inverse(self, parent.blocks[self.block])
 
     def describe(self) -> str:
         return f"{self.kind}(block={self.block}" + "".join(f", {a}" for a in self.args) + ")"
@@ -121,6 +60,20 @@ class Mutation:
         return cls(data["kind"], data["block"], tuple(data["args"]))
 
 
+@dataclass(frozen=True)
+class Kind:
+    """What one kind of mutation does: a new kind is one entry of `_KINDS`.
+
+    ``apply(m, blocks)`` edits the list of blocks in place (raising `SpecError` where ``m`` does
+    not fit them); ``inverse(m, b)`` is the mutation that undoes ``m``, given ``m``'s block ``b``
+    before the edit; ``candidates(spec, space)`` lists every mutation of the kind that could apply.
+    """
+
+    apply: Callable[[Mutation, list[Block]], None]
+    inverse: Callable[[Mutation, Block], Mutation]
+    candidates: Callable[[ArchSpec, SearchSpace], list[Mutation]]
+
+
 def _parent_pool(spec: ArchSpec, i: int, space: SearchSpace) -> range:
     """Nodes block ``i`` may take as a parent: the last ``parent_window`` (any for outputs)."""
     if spec.blocks[i].output:
@@ -128,53 +81,168 @@ def _parent_pool(spec: ArchSpec, i: int, space: SearchSpace) -> range:
     return range(max(STEM, i - space.parent_window), i)
 
 
+# ------------------------------------------------------------------------------ swap_levels
+def _apply_swap_levels(m: Mutation, blocks: list[Block]) -> None:
+    (j,) = m.args
+    b, other = blocks[m.block], blocks[j]
+    blocks[m.block] = replace(b, level=other.level, width=other.width)
+    blocks[j] = replace(other, level=b.level, width=b.width)
+
+
+def _swap_levels_candidates(spec: ArchSpec, space: SearchSpace) -> list[Mutation]:
+    blocks, n = spec.blocks, len(spec.blocks)
+    return [
+        Mutation("swap_levels", i, (j,))
+        for i in range(n)
+        for j in range(i + 1, n)
+        if blocks[i].level != blocks[j].level
+    ]
+
+
+# ------------------------------------------------------------------------------ rewire
+def _apply_rewire(m: Mutation, blocks: list[Block]) -> None:
+    old, new = m.args
+    b = blocks[m.block]
+    if old not in b.parents:
+        raise SpecError(f"mutation {m}: {old} is not a parent of block {m.block}")
+    blocks[m.block] = replace(b, parents=tuple(new if p == old else p for p in b.parents))
+
+
+def _rewire_candidates(spec: ArchSpec, space: SearchSpace) -> list[Mutation]:
+    blocks = spec.blocks
+    return [
+        Mutation("rewire", i, (p, q))
+        for i in range(len(blocks))
+        for p in blocks[i].parents
+        for q in _parent_pool(spec, i, space)
+        if q not in blocks[i].parents
+    ]
+
+
+# ------------------------------------------------------------------------------ dilation, type
+def _apply_dilation(m: Mutation, blocks: list[Block]) -> None:
+    blocks[m.block] = replace(blocks[m.block], dilation=m.args[0])
+
+
+def _dilation_candidates(spec: ArchSpec, space: SearchSpace) -> list[Mutation]:
+    blocks = spec.blocks
+    return [
+        Mutation("dilation", i, (d,)) for i in range(len(blocks)) for d in space.dilations if d != blocks[i].dilation
+    ]
+
+
+def _apply_type(m: Mutation, blocks: list[Block]) -> None:
+    blocks[m.block] = replace(blocks[m.block], type=m.args[0])
+
+
+def _type_candidates(spec: ArchSpec, space: SearchSpace) -> list[Mutation]:
+    blocks = spec.blocks
+    return [Mutation("type", i, (t,)) for i in range(len(blocks)) for t in space.block_types if t != blocks[i].type]
+
+
+# ------------------------------------------------------------------------------ shift_level
+def _apply_shift_level(m: Mutation, blocks: list[Block]) -> None:
+    blocks[m.block] = replace(blocks[m.block], level=blocks[m.block].level + m.args[0])
+
+
+def _shift_level_candidates(spec: ArchSpec, space: SearchSpace) -> list[Mutation]:
+    blocks = spec.blocks
+    return [
+        Mutation("shift_level", i, (d,))
+        for i in range(len(blocks))
+        for d in (-1, 1)
+        if space.min_level <= blocks[i].level + d <= space.max_level
+    ]
+
+
+# ------------------------------------------------------------------------------ move_output
+def _apply_move_output(m: Mutation, blocks: list[Block]) -> None:
+    (j,) = m.args
+    if not blocks[m.block].output or blocks[j].output:
+        raise SpecError(f"mutation {m}: needs an output block and a non-output block")
+    blocks[m.block] = replace(blocks[m.block], output=False)
+    blocks[j] = replace(blocks[j], output=True)
+
+
+def _move_output_candidates(spec: ArchSpec, space: SearchSpace) -> list[Mutation]:
+    blocks, n = spec.blocks, len(spec.blocks)
+    return [
+        Mutation("move_output", i, (j,)) for i in range(n) if blocks[i].output for j in range(n) if not blocks[j].output
+    ]
+
+
+# ------------------------------------------------------------------------------ add_parent, drop_parent
+def _apply_add_parent(m: Mutation, blocks: list[Block]) -> None:
+    b = blocks[m.block]
+    if len(b.parents) != 1:
+        raise SpecError(f"mutation {m}: block {m.block} already has two parents")
+    blocks[m.block] = replace(b, parents=(*b.parents, m.args[0]), connection="fuse")
+
+
+def _add_parent_candidates(spec: ArchSpec, space: SearchSpace) -> list[Mutation]:
+    blocks = spec.blocks
+    return [
+        Mutation("add_parent", i, (q,))
+        for i in range(len(blocks))
+        if len(blocks[i].parents) == 1
+        for q in _parent_pool(spec, i, space)
+        if q not in blocks[i].parents
+    ]
+
+
+def _apply_drop_parent(m: Mutation, blocks: list[Block]) -> None:
+    parent, connection = m.args
+    b = blocks[m.block]
+    if len(b.parents) != 2 or parent not in b.parents:
+        raise SpecError(f"mutation {m}: block {m.block} has no second parent {parent}")
+    blocks[m.block] = replace(b, parents=tuple(p for p in b.parents if p != parent), connection=connection)
+
+
+def _drop_parent_candidates(spec: ArchSpec, space: SearchSpace) -> list[Mutation]:
+    blocks = spec.blocks
+    return [
+        Mutation("drop_parent", i, (p, c))
+        for i in range(len(blocks))
+        if len(blocks[i].parents) == 2
+        for p in blocks[i].parents
+        for c in ("chain", "fuse")
+    ]
+
+
+# In this order: `mutate` shuffles the kinds, so the order is part of what a seed reproduces.
+_KINDS: dict[str, Kind] = {
+    "swap_levels": Kind(_apply_swap_levels, lambda m, b: m, _swap_levels_candidates),
+    "rewire": Kind(_apply_rewire, lambda m, b: Mutation("rewire", m.block, (m.args[1], m.args[0])), _rewire_candidates),
+    "dilation": Kind(_apply_dilation, lambda m, b: Mutation("dilation", m.block, (b.dilation,)), _dilation_candidates),
+    "type": Kind(_apply_type, lambda m, b: Mutation("type", m.block, (b.type,)), _type_candidates),
+    "shift_level": Kind(
+        _apply_shift_level, lambda m, b: Mutation("shift_level", m.block, (-m.args[0],)), _shift_level_candidates
+    ),
+    "move_output": Kind(
+        _apply_move_output, lambda m, b: Mutation("move_output", m.args[0], (m.block,)), _move_output_candidates
+    ),
+    "add_parent": Kind(
+        _apply_add_parent,
+        lambda m, b: Mutation("drop_parent", m.block, (m.args[0], b.connection)),
+        _add_parent_candidates,
+    ),
+    "drop_parent": Kind(
+        _apply_drop_parent, lambda m, b: Mutation("add_parent", m.block, (m.args[0],)), _drop_parent_candidates
+    ),
+}
+KINDS = tuple(_KINDS)
+
+
+def _kind(name: str) -> Kind:
+    try:
+        return _KINDS[name]
+    except KeyError:
+        raise SpecError(f"unknown mutation kind {name!r} (known: {', '.join(KINDS)})") from None
+
+
 def candidates(kind: str, spec: ArchSpec, space: SearchSpace) -> list[Mutation]:
     """Every mutation of ``kind`` that could apply to ``spec`` (not all results are valid)."""
-    n = len(spec.blocks)
-    blocks = spec.blocks
-    out: list[Mutation] = []
-    if kind == "swap_levels":
-        out = [Mutation(kind, i, (j,)) for i in range(n) for j in range(i + 1, n) if blocks[i].level != blocks[j].level]
-    elif kind == "rewire":
-        out = [
-            Mutation(kind, i, (p, q))
-            for i in range(n)
-            for p in blocks[i].parents
-            for q in _parent_pool(spec, i, space)
-            if q not in blocks[i].parents
-        ]
-    elif kind == "dilation":
-        out = [Mutation(kind, i, (d,)) for i in range(n) for d in space.dilations if d != blocks[i].dilation]
-    elif kind == "type":
-        out = [Mutation(kind, i, (t,)) for i in range(n) for t in space.block_types if t != blocks[i].type]
-    elif kind == "shift_level":
-        out = [
-            Mutation(kind, i, (d,))
-            for i in range(n)
-            for d in (-1, 1)
-            if space.min_level <= blocks[i].level + d <= space.max_level
-        ]
-    elif kind == "move_output":
-        out = [Mutation(kind, i, (j,)) for i in range(n) if blocks[i].output for j in range(n) if not blocks[j].output]
-    elif kind == "add_parent":
-        out = [
-            Mutation(kind, i, (q,))
-            for i in range(n)
-            if len(blocks[i].parents) == 1
-            for q in _parent_pool(spec, i, space)
-            if q not in blocks[i].parents
-        ]
-    elif kind == "drop_parent":
-        out = [
-            Mutation(kind, i, (p, c))
-            for i in range(n)
-            if len(blocks[i].parents) == 2
-            for p in blocks[i].parents
-            for c in ("chain", "fuse")
-        ]
-    else:
-        raise SpecError(f"unknown mutation kind {kind!r} (known: {', '.join(KINDS)})")
-    return out
+    return _kind(kind).candidates(spec, space)
 
 
 def try_apply(mutation: Mutation, spec: ArchSpec, space: SearchSpace) -> ArchSpec | None:

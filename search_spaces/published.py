@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from .spec import STEM, ArchSpec, Block, Head, Scaling, SpecError
+from .spec import STEM, ArchSpec, Block, Head, Scaling, SpecError, aspp_rates
 
 # Base width per level (TF Model Garden FILTER_SIZE_MAP).
 FILTER_SIZE_MAP = {1: 32, 2: 64, 3: 128, 4: 256, 5: 256, 6: 256, 7: 256}
@@ -48,7 +48,6 @@ SPINENET_SCALING_MAP = {
 
 RESNET_STAGES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 RESNET_WIDTHS = (64, 128, 256, 512)
-ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
 
 
 def spinenet_stem_blocks(width: int = FILTER_SIZE_MAP[2]) -> tuple[Block, Block]:
@@ -84,7 +83,7 @@ def spinenet(size: str = "49", head: Head | None = None, min_level: int = 3, max
     return ArchSpec(
         blocks=tuple(blocks),
         scaling=Scaling(scale, repeats, alpha, endpoint_channels),
-        head=head or Head(kind="deeplabv3", level=4, aspp_rates=ASPP_RATES[16]),
+        head=head or Head(kind="deeplabv3", level=4, aspp_rates=aspp_rates(4)),
         endpoint_levels=(min_level, max_level),
         name=f"spinenet-{key}",
     )
@@ -129,7 +128,7 @@ def deeplab(depth: int = 50, plus: bool = False, output_stride: int = 16, separa
     head = Head(
         kind="deeplabv3plus" if plus else "deeplabv3",
         level=head_level,
-        aspp_rates=ASPP_RATES.get(output_stride, (6, 12, 18)),
+        aspp_rates=aspp_rates(head_level),
         separable=separable,
     )
     name = f"deeplabv3{'plus' if plus else ''}-resnet{depth}" + ("" if output_stride == 16 else f"-os{output_stride}")

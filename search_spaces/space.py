@@ -12,6 +12,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from .published import FILTER_SIZE_MAP, spinenet_stem_blocks
 from .spec import (
@@ -27,6 +28,7 @@ from .spec import (
     Head,
     Scaling,
     SpecError,
+    aspp_rates,
 )
 
 
@@ -39,7 +41,7 @@ class SearchSpace:
     block_types: tuple[str, ...] = BLOCK_TYPES
     parent_window: int = 5
     output_levels: tuple[int, ...] = (3, 4, 5, 6, 7)
-    head: Head = field(default_factory=lambda: Head(kind="deeplabv3", level=4, aspp_rates=(6, 12, 18)))
+    head: Head = field(default_factory=lambda: Head(kind="deeplabv3", level=4, aspp_rates=aspp_rates(4)))
     scaling: Scaling = field(default_factory=lambda: Scaling(1.0, 1, 0.5, 256))
 
     def __post_init__(self) -> None:
@@ -120,6 +122,47 @@ class SearchSpace:
             pool = earlier if i >= self.num_blocks - num_outputs else min(self.parent_window, earlier)
             total += math.log10(math.comb(pool, 2))
         return total
+
+
+@dataclass(frozen=True)
+class SpaceOptions:
+    """A search space as flat options, the form a search config and the command line give it.
+
+    Its defaults are the one set that `nas search` configs and `nas arch sample`/``mutate`` share
+    (`SearchSpace`'s own defaults also allow dilation 8).
+    """
+
+    num_blocks: int = 16
+    min_level: int = 2
+    max_level: int = 7
+    dilations: tuple[int, ...] = (1, 2, 4)
+    block_types: tuple[str, ...] = BLOCK_TYPES
+    parent_window: int = 5
+    output_levels: tuple[int, ...] = (3, 4, 5, 6, 7)
+    head: Literal["deeplabv3", "deeplabv3plus"] = "deeplabv3"
+    head_level: int = 4
+    decoder_level: int = 2
+
+    def __post_init__(self) -> None:
+        self.build()  # a bad option is a `SpecError` naming it ("search space: ...") when made
+
+    def build(self) -> SearchSpace:
+        head = Head(
+            kind=self.head,
+            level=self.head_level,
+            aspp_rates=aspp_rates(self.head_level),
+            decoder_level=self.decoder_level,
+        )
+        return SearchSpace(
+            num_blocks=self.num_blocks,
+            min_level=self.min_level,
+            max_level=self.max_level,
+            dilations=tuple(self.dilations),
+            block_types=tuple(self.block_types),
+            parent_window=self.parent_window,
+            output_levels=tuple(self.output_levels),
+            head=head,
+        )
 
 
 def sample(space: SearchSpace, seed: int, name: str = "") -> ArchSpec:

@@ -291,6 +291,11 @@ class ArchSpec:
         return replace(self, blocks=tuple(blocks), name=name)
 
 
+def aspp_rates(level: int) -> tuple[int, ...]:
+    """DeepLabv3's ASPP rates for a head at ``level``: (6, 12, 18) at output stride 16 or coarser, doubled at 8."""
+    return (6, 12, 18) if level >= 4 else (12, 24, 36)
+
+
 def scaled_width(width: int, scaling: Scaling) -> int:
     # SpineNet truncates: int(64 * 0.65) = 41.
     return int(width * scaling.filter_size_scale)

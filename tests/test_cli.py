@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from nas.cli import main
-from search_spaces import ArchSpec, get_spec
+from nas.search.config import SpaceConfig
+from search_spaces import ArchSpec, get_spec, sample
 
 NAS = [sys.executable, "-m", "nas.cli"]
 
@@ -70,6 +71,15 @@ def test_sample_honours_block_count(capsys: pytest.CaptureFixture[str]) -> None:
     assert sorted(spec.endpoints) == [3, 4, 5]
     assert main(["arch", "sample", "--seed", "3", "--output-levels", "3", "5", "--head-level", "4"]) == 2
     assert "search space: head level 4 is not an output level" in capsys.readouterr().err
+
+
+def test_sample_and_mutate_draw_from_the_search_configs_space(capsys: pytest.CaptureFixture[str]) -> None:
+    space = SpaceConfig().build()  # what `nas search` samples with a config that leaves `space:` out
+    assert space.dilations == (1, 2, 4)
+    assert main(["arch", "sample", "--seed", "11"]) == 0
+    assert ArchSpec.from_json(capsys.readouterr().out) == sample(space, 11)
+    assert main(["arch", "mutate", "spinenet-49", "--seed", "5", "--steps", "20"]) == 0
+    assert {b.dilation for b in ArchSpec.from_json(capsys.readouterr().out).blocks} <= {1, 2, 4}
 
 
 def test_info_reads_spec_files_and_draw_writes_an_image(tmp_path: Path) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import networkx as nx
 import pytest
@@ -20,6 +23,7 @@ from search_spaces import (
     from_graph,
     get_spec,
     published_names,
+    resolve_spec,
     sample,
     to_graph,
 )
@@ -225,3 +229,34 @@ def test_published_structure_matches_the_papers() -> None:
     assert get_spec("spinenet-190").scaling == Scaling(1.3, 4, 1.0, 512)
     with pytest.raises(SpecError, match="unknown architecture 'resnet-7'"):
         get_spec("resnet-7")
+
+
+def test_one_resolver_reads_a_spec_a_name_a_file_a_folder_and_standard_input(tmp_path, monkeypatch) -> None:
+    spec = get_spec("spinenet-49")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "spec.json").write_text(spec.to_json())
+    assert resolve_spec(spec) is spec
+    assert resolve_spec("spinenet-49") == spec
+    assert resolve_spec(str(tmp_path / "run" / "spec.json")) == spec
+    assert resolve_spec(tmp_path / "run") == spec
+    monkeypatch.setattr(sys, "stdin", io.StringIO(spec.to_json()))
+    assert resolve_spec("-", stdin=True) == spec
+    # Without ``stdin`` a "-" is a file name (a config's baseline must not wait on a terminal); a Path is never a name.
+    with pytest.raises(SpecError, match=r"^'-' is neither a published architecture \(.*spinenet-49.*\) nor a file$"):
+        resolve_spec("-")
+    with pytest.raises(SpecError, match=r"^'spinenet-49' is neither a published architecture"):
+        resolve_spec(Path("spinenet-49"))
+    os.mkfifo(tmp_path / "fifo.json")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "huge.json").write_bytes(b" " * (2**20 + 1))
+    (tmp_path / "bad.json").write_text('{"blocks": "many"}')
+    for name, message in [
+        ("fifo.json", "fifo.json: not a spec file"),
+        ("empty", "empty: a folder without a spec.json"),
+        ("huge.json", "huge.json: 1,048,577 bytes, more than a spec file holds"),
+        ("bad.json", "bad.json: spec.blocks: expected a list of blocks"),
+    ]:
+        with pytest.raises(SpecError) as info:
+            resolve_spec(str(tmp_path / name))
+        assert str(info.value).startswith(str(tmp_path / name)) and message in str(info.value)
+        assert "\n" not in str(info.value)

@@ -38,7 +38,7 @@ import torch
 
 from nas.common.atomic import atomic_path
 from nas.common.errors import UserError
-from search_spaces import ArchSpec, SpecError
+from search_spaces import ArchSpec, SpecError, resolve_spec
 
 from . import builder
 from .builder import SegmentationModel
@@ -146,11 +146,9 @@ def _why_no_weights(folder: Path) -> str:
 
 def _read_spec(path: Path) -> ArchSpec:
     try:
-        return ArchSpec.from_json(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ExportError(f"{path}: cannot read ({exc})") from None
-    except SpecError as exc:
-        raise ExportError(f"{path}: bad spec: {' '.join(str(exc).split())}") from None
+        return resolve_spec(path)
+    except SpecError as exc:  # it starts with the path: say what the file was meant to be instead
+        raise ExportError(f"{path}: bad spec: {str(exc).removeprefix(f'{path}: ')}") from None
 
 
 def _load(source: Source, device: str | torch.device = "cpu") -> tuple[SegmentationModel, dict[str, Any]]:

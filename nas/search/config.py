@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nas.common.config import ConfigError, from_dict, load_file, to_dict
-from search_spaces import Head, SearchSpace, SpecError
+from search_spaces import SearchSpace, SpaceOptions, SpecError
 
 from .objective import Objective
 
@@ -39,44 +39,21 @@ class StrategyConfig:
 
 
 @dataclass(frozen=True)
-class SpaceConfig:
-    num_blocks: int = 16
-    min_level: int = 2
-    max_level: int = 7
-    dilations: tuple[int, ...] = (1, 2, 4)
-    block_types: tuple[str, ...] = ("bottleneck", "residual")
-    parent_window: int = 5
-    output_levels: tuple[int, ...] = (3, 4, 5, 6, 7)
-    head: Literal["deeplabv3", "deeplabv3plus"] = "deeplabv3"
-    head_level: int = 4
-    decoder_level: int = 2
+class SpaceConfig(SpaceOptions):
+    """The ``space:`` key: the search space's flat options, with the search's limit on blocks."""
 
     def __post_init__(self) -> None:
         # Every candidate is a network of this many blocks, trained at a proxy budget: SpineNet's
         # spaces have 16; far more would only make each trial slower than any budget allows.
         if self.num_blocks > MAX_BLOCKS:
             raise ConfigError(f"num_blocks: must be <= {MAX_BLOCKS}, got {self.num_blocks}")
-        self._space()  # its SpecError reads "space: search space: ..." once from_dict adds the key
+        super().__post_init__()  # its SpecError reads "space: search space: ..." once from_dict adds the key
 
     def build(self) -> SearchSpace:
         try:
-            return self._space()
+            return super().build()
         except SpecError as exc:
             raise ConfigError(f"space: {exc}") from None
-
-    def _space(self) -> SearchSpace:
-        rates = (6, 12, 18) if self.head_level >= 4 else (12, 24, 36)
-        head = Head(kind=self.head, level=self.head_level, aspp_rates=rates, decoder_level=self.decoder_level)
-        return SearchSpace(
-            num_blocks=self.num_blocks,
-            min_level=self.min_level,
-            max_level=self.max_level,
-            dilations=self.dilations,
-            block_types=self.block_types,
-            parent_window=self.parent_window,
-            output_levels=self.output_levels,
-            head=head,
-        )
 
 
 @dataclass(frozen=True)

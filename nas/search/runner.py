@@ -30,12 +30,11 @@ from typing import Any
 
 import yaml
 
-import nas.model
 from nas.common.atomic import atomic_path
 from nas.common.config import ConfigError, to_dict
 from nas.common.errors import UserError
 from proxy_tasks.task import Fidelity, TaskConfig, load_task, scale_spec
-from search_spaces import ArchSpec, SpecError
+from search_spaces import ArchSpec, SpecError, resolve_spec
 
 from .base import Candidate, Controller
 from .config import ResourcesConfig, SearchConfig, search_config_from_dict
@@ -50,7 +49,6 @@ from .trainable import train_candidate
 CONFIG_NAME = "config.yaml"
 JOURNAL_NAME = "optuna.journal"
 OPTUNA_STRATEGIES = ("tpe", "nsga2")
-MAX_SPEC_BYTES = 2**20  # a 16-block spec is about 3 KB of JSON
 Log = Callable[[str], None]
 
 
@@ -59,20 +57,12 @@ class SearchError(UserError):
 
 
 # ---------------------------------------------------------------------------------- building
-def resolve_spec(ref: str) -> ArchSpec:
-    """`nas.model.resolve_spec` with config errors: a published name or a spec file named in a config."""
-    path = Path(ref)
-    if path.exists() or ref.endswith(".json"):
-        if not path.is_file():  # reading a FIFO or a device would block or never end
-            raise ConfigError(f"{ref}: not a spec file")
-        if path.stat().st_size > MAX_SPEC_BYTES:
-            raise ConfigError(f"{ref}: {path.stat().st_size} bytes, more than a spec file holds (at most 1 MiB)")
+def config_spec(ref: str) -> ArchSpec:
+    """The spec a config names (a published name or a spec file); its errors are config errors."""
     try:
-        return nas.model.resolve_spec(ref)
+        return resolve_spec(ref)
     except SpecError as exc:
-        raise ConfigError(f"{ref}: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"{ref}: cannot read the spec file ({exc.strerror or exc})") from None
+        raise ConfigError(str(exc)) from None
 
 
 def make_controller(config: SearchConfig, run_dir: Path, in_memory: bool = False) -> Controller:
@@ -84,7 +74,7 @@ def make_controller(config: SearchConfig, run_dir: Path, in_memory: bool = False
     if strategy.name == "random":
         return RandomSearch(space, config.seed, directions)
     if strategy.name == "evolution":
-        seeds = tuple(resolve_spec(r) for r in (*config.baselines, *strategy.seeds))
+        seeds = tuple(config_spec(r) for r in (*config.baselines, *strategy.seeds))
         try:
             return RegularizedEvolution(
                 space, config.seed, directions, strategy.population, strategy.sample_size, seeds, strategy.init
@@ -110,7 +100,7 @@ def optuna_storage(config: SearchConfig, run_dir: Path) -> str:
 
 def open_search(config: SearchConfig, run_dir: Path, on_change: Callable[[Search], None] | None = None) -> Search:
     """The `Search` of ``run_dir`` (restored from its state when there is one)."""
-    baselines = tuple(resolve_spec(b) for b in config.baselines)
+    baselines = tuple(config_spec(b) for b in config.baselines)
     return Search(
         run_dir,
         make_controller(config, run_dir),
@@ -193,7 +183,7 @@ def check_config(config: SearchConfig) -> TaskConfig:
     for key, refs in specs.items():
         for i, ref in enumerate(refs):
             try:
-                scale_spec(resolve_spec(ref), fidelity)
+                scale_spec(config_spec(ref), fidelity)
             except ConfigError as exc:
                 raise ConfigError(f"{key}[{i}]: {exc}") from None
             except SpecError as exc:  # too narrow once scaled to the fidelity's width
