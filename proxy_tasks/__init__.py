@@ -1,1 +1,2 @@
-"""Proxy tasks: datasets and reduced-fidelity training of one candidate (see issue 3)."""
+"""Proxy tasks: the datasets and task configs a candidate trains on, and its reduced-fidelity training
+(`trial.run_trial`), which measures its accuracy and cost."""

@@ -6,7 +6,10 @@ promoted model. It reports each evaluation through ``report`` (return True from 
 trial early, e.g. for a scheduler), checkpoints to ``checkpoint_dir`` (atomically) and resumes
 from a checkpoint found there, continuing with exactly the batches the run would have seen.
 
-The loop is meant to be read top to bottom.
+`run_trial` reads as the table of contents of its phases, each a function below it: `_set_up`
+(seed, data, model, optimizer, schedule, precision, EMA), `_resume` (from a checkpoint), `_train`
+(the loop: `_train_step`, and `_evaluate_and_checkpoint` every ``eval_every`` steps and at the end),
+`_summarise_training` (final loss, throughput) and `_measure_cost` (FLOPs, latency, peak memory).
 """
 
 from __future__ import annotations
@@ -85,157 +88,248 @@ def run_trial(
     on_trained: Callable[[torch.nn.Module], None] | None = None,
 ) -> TrialResult:
     """Train ``spec`` on ``task`` at ``fidelity`` and evaluate it (see the module docstring)."""
-    device = torch.device(device)
-    fid: Fidelity = task.fidelity(fidelity)
+    run = _set_up(spec, task, task.fidelity(fidelity), seed, torch.device(device))
+    result = TrialResult(
+        spec_hash=spec.hash,
+        fidelity=fidelity,
+        seed=seed,
+        device=str(run.device),
+        num_classes=run.train_data.num_classes,
+        class_names=list(run.train_data.class_names),
+        params=count_params(run.model),
+    )
+    state_file = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
+    counters = _Counters()
+    if state_file and state_file.is_file():
+        counters = _resume(run, state_file, result)
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
+    _train(run, counters, result, state_file, report, progress)
+    result.steps = counters.step
+    if on_trained is not None:
+        on_trained(run.evaluated)  # e.g. to save the trained weights
+    _summarise_training(run, counters, result)
+    if result.status == "oom":
+        if run.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return result
+    _measure_cost(run, result)
+    return result
+
+
+@dataclass
+class _Run:
+    """What a trial trains with, built once by `_set_up`: data, model, optimizer, schedule, precision, EMA."""
+
+    task: TaskConfig
+    fid: Fidelity
+    seed: int
+    device: torch.device
+    train_data: Any
+    val_data: Any
+    model: torch.nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]  # the model, compiled when the task asks for it
+    memory_format: torch.memory_format
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    autocast_dtype: torch.dtype | None
+    use_autocast: bool
+    scaler: torch.amp.GradScaler
+    ema: AveragedModel | None  # the weights that are evaluated and kept, when the fidelity asks for an average
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+
+@dataclass
+class _Counters:
+    """Where training stands; a checkpoint saves it and resuming restores it."""
+
+    step: int = 0
+    loss_sum: float = 0.0  # losses since the last loss-curve point
+    loss_count: int = 0
+    data_wait: float = 0.0  # seconds spent waiting for batches
+
+
+def _set_up(spec: ArchSpec, task: TaskConfig, fid: Fidelity, seed: int, device: torch.device) -> _Run:
+    """Seed, then build in a fixed order (the seed decides the data order and the initial weights)."""
     torch.manual_seed(seed)
     train_data, val_data = build_datasets(task, fid)
-    num_classes = train_data.num_classes
-    model_spec = scale_spec(spec, fid)
-    model = build_model(model_spec, num_classes).to(device)
+    model = build_model(scale_spec(spec, fid), train_data.num_classes).to(device)
     channels_last = task.channels_last if task.channels_last is not None else device.type == "cuda"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     optimizer = make_optimizer(model, task, fid)
     lr_lambda = poly_schedule(fid.steps, task.optimizer.poly_power, task.optimizer.warmup_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(task.precision)
     use_autocast = autocast_dtype is not None and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_autocast and task.precision == "fp16")
-    forward = torch.compile(model) if task.compile else model
-    ema = (  # the weights that are evaluated and kept, when the fidelity asks for an average
-        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(fid.ema_decay), use_buffers=True)
-        if fid.ema_decay
-        else None
-    )
-    evaluated = ema.module if ema is not None else model
-
-    result = TrialResult(
-        spec_hash=spec.hash,
-        fidelity=fidelity,
+    return _Run(
+        task=task,
+        fid=fid,
         seed=seed,
-        device=str(device),
-        num_classes=num_classes,
-        class_names=list(train_data.class_names),
-        params=count_params(model),
+        device=device,
+        train_data=train_data,
+        val_data=val_data,
+        model=model,
+        forward=torch.compile(model) if task.compile else model,
+        memory_format=memory_format,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda),
+        autocast_dtype=autocast_dtype,
+        use_autocast=use_autocast,
+        scaler=torch.amp.GradScaler("cuda", enabled=use_autocast and task.precision == "fp16"),
+        ema=AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(fid.ema_decay), use_buffers=True)
+        if fid.ema_decay
+        else None,
     )
-    step, loss_sum, loss_count, data_wait = 0, 0.0, 0, 0.0
-    state_file = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
-    if state_file and state_file.is_file():
-        state = _load_state(state_file, device, spec.hash, fidelity, seed)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None:
-            if "ema" not in state:
-                raise ResumeError(
-                    f"{state_file}: checkpoint has no weight average, this fidelity keeps one; delete it to start over"
-                )
-            ema.load_state_dict(state["ema"])
-        torch.set_rng_state(state["rng"].cpu())
-        step = result.resumed_from_step = int(state["step"])
-        result.loss_curve = [tuple(p) for p in state["loss_curve"]]
-        result.history = list(state["history"])
-        # The last evaluation's metrics: a checkpoint of the final step skips the loop, so they come from here.
-        evaluation = state.get("evaluation", {})
-        result.miou = float(evaluation.get("miou", math.nan))
-        result.pixel_accuracy = float(evaluation.get("pixel_accuracy", math.nan))
-        result.val_loss = float(evaluation.get("val_loss", math.nan))
-        result.per_class_iou = {str(k): float(v) for k, v in evaluation.get("per_class_iou", {}).items()}
-        pending_loss = state.get("loss_since_last_point", (0.0, 0))
-        loss_sum, loss_count = float(pending_loss[0]), int(pending_loss[1])
-        result.train_seconds, result.eval_seconds = float(state["train_seconds"]), float(state["eval_seconds"])
-        data_wait = float(state["data_wait_seconds"])
-        if device.type == "cuda" and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
 
-    loader = iter(train_loader(train_data, task, fid, seed, step * fid.batch_size, device))
+
+def _resume(run: _Run, state_file: Path, result: TrialResult) -> _Counters:
+    """Restore the weights, optimizer, schedule, random state and results so far from a checkpoint."""
+    state = _load_state(state_file, run.device, result.spec_hash, result.fidelity, result.seed)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    if run.ema is not None:
+        if "ema" not in state:
+            raise ResumeError(
+                f"{state_file}: checkpoint has no weight average, this fidelity keeps one; delete it to start over"
+            )
+        run.ema.load_state_dict(state["ema"])
+    torch.set_rng_state(state["rng"].cpu())
+    if run.device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), run.device)
+    result.resumed_from_step = int(state["step"])
+    result.loss_curve = [tuple(p) for p in state["loss_curve"]]
+    result.history = list(state["history"])
+    # The last evaluation's metrics: a checkpoint of the final step skips the loop, so they come from here.
+    evaluation = state.get("evaluation", {})
+    result.miou = float(evaluation.get("miou", math.nan))
+    result.pixel_accuracy = float(evaluation.get("pixel_accuracy", math.nan))
+    result.val_loss = float(evaluation.get("val_loss", math.nan))
+    result.per_class_iou = {str(k): float(v) for k, v in evaluation.get("per_class_iou", {}).items()}
+    result.train_seconds, result.eval_seconds = float(state["train_seconds"]), float(state["eval_seconds"])
+    pending_loss = state.get("loss_since_last_point", (0.0, 0))
+    return _Counters(
+        step=result.resumed_from_step,
+        loss_sum=float(pending_loss[0]),
+        loss_count=int(pending_loss[1]),
+        data_wait=float(state["data_wait_seconds"]),
+    )
+
+
+def _train(
+    run: _Run,
+    counters: _Counters,
+    result: TrialResult,
+    state_file: Path | None,
+    report: Report | None,
+    progress: Callable[[int, int, float], None] | None,
+) -> None:
+    """The training loop, from ``counters.step`` on: step, log the loss, evaluate and checkpoint, stop early."""
+    fid = run.fid
+    loader = iter(train_loader(run.train_data, run.task, fid, run.seed, counters.step * fid.batch_size, run.device))
     log_every = max(1, fid.steps // 50)
-    model.train()
+    run.model.train()
     try:
-        while step < fid.steps:
-            tick = time.perf_counter()
-            images, masks = next(loader)
-            images = images.to(device, non_blocking=True, memory_format=memory_format)
-            masks = masks.to(device, non_blocking=True)
-            fetched = time.perf_counter()
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=use_autocast):
-                loss = F.cross_entropy(forward(images), masks, ignore_index=task.ignore_index)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            step += 1
-            loss_value = float(loss.detach())  # also synchronises, so the timing below is real
-            result.train_seconds += time.perf_counter() - tick
-            data_wait += fetched - tick
+        while counters.step < fid.steps:
+            loss_value = _train_step(run, counters, result, loader)
             if not math.isfinite(loss_value):
-                result.status, result.error = "diverged", f"loss became {loss_value} at step {step}"
+                result.status, result.error = "diverged", f"loss became {loss_value} at step {counters.step}"
                 break
-            loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
-            if step % log_every == 0 or step == fid.steps:
-                result.loss_curve.append((step, loss_sum / loss_count))
-                loss_sum, loss_count = 0.0, 0
+            counters.loss_sum, counters.loss_count = counters.loss_sum + loss_value, counters.loss_count + 1
+            if counters.step % log_every == 0 or counters.step == fid.steps:
+                result.loss_curve.append((counters.step, counters.loss_sum / counters.loss_count))
+                counters.loss_sum, counters.loss_count = 0.0, 0
             if progress:
-                progress(step, fid.steps, loss_value)
-            if (fid.eval_every and step % fid.eval_every == 0) or step == fid.steps:
-                tock = time.perf_counter()
-                summary = evaluate(
-                    evaluated, val_data, task, fid, device, memory_format, forward if ema is None else None
-                )
-                result.eval_seconds += time.perf_counter() - tock
-                result.miou, result.pixel_accuracy = summary["miou"], summary["pixel_accuracy"]
-                result.val_loss = summary["loss"]
-                result.per_class_iou = summary["per_class_iou"]
-                result.history.append({"step": step, "miou": summary["miou"], "loss": loss_value})
-                if state_file:
-                    losses = (loss_sum, loss_count)  # since the last loss-curve point
-                    _save_state(state_file, model, optimizer, scheduler, scaler, step, result, data_wait, losses, ema)
-                stop = report({**result.history[-1], "pixel_accuracy": summary["pixel_accuracy"]}) if report else None
-                if step == fid.steps:
+                progress(counters.step, fid.steps, loss_value)
+            if (fid.eval_every and counters.step % fid.eval_every == 0) or counters.step == fid.steps:
+                stop = _evaluate_and_checkpoint(run, counters, result, loss_value, state_file, report)
+                if counters.step == fid.steps:
                     failpoint("trial.after_final_checkpoint")  # checkpointed and reported: a restart resumes here
-                if stop and step < fid.steps:
+                if stop and counters.step < fid.steps:
                     result.status = "pruned"
                     break
     except torch.cuda.OutOfMemoryError as exc:
-        result.status, result.error = "oom", f"out of memory at step {step + 1}: {str(exc).splitlines()[0]}"
+        result.status, result.error = "oom", f"out of memory at step {counters.step + 1}: {str(exc).splitlines()[0]}"
     except RuntimeError as exc:
         if "out of memory" not in str(exc) and "can't allocate memory" not in str(exc):
             raise
-        result.status, result.error = "oom", f"out of memory at step {step + 1}: {str(exc).splitlines()[0]}"
+        result.status, result.error = "oom", f"out of memory at step {counters.step + 1}: {str(exc).splitlines()[0]}"
     finally:
         del loader  # stops the worker processes
 
-    result.steps = step
-    if on_trained is not None:
-        on_trained(evaluated)  # e.g. to save the trained weights
+
+def _train_step(run: _Run, counters: _Counters, result: TrialResult, loader) -> float:
+    """One optimizer step on the next batch; returns its loss and adds its time to the counters."""
+    tick = time.perf_counter()
+    images, masks = next(loader)
+    images = images.to(run.device, non_blocking=True, memory_format=run.memory_format)
+    masks = masks.to(run.device, non_blocking=True)
+    fetched = time.perf_counter()
+    with torch.autocast(run.device.type, dtype=run.autocast_dtype or torch.float32, enabled=run.use_autocast):
+        loss = F.cross_entropy(run.forward(images), masks, ignore_index=run.task.ignore_index)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    if run.ema is not None:
+        run.ema.update_parameters(run.model)
+    counters.step += 1
+    loss_value = float(loss.detach())  # also synchronises, so the timing below is real
+    result.train_seconds += time.perf_counter() - tick
+    counters.data_wait += fetched - tick
+    return loss_value
+
+
+def _evaluate_and_checkpoint(
+    run: _Run,
+    counters: _Counters,
+    result: TrialResult,
+    loss_value: float,
+    state_file: Path | None,
+    report: Report | None,
+) -> bool | None:
+    """Evaluate, record the metrics, checkpoint, then report; returns what ``report`` said (True: stop)."""
+    tock = time.perf_counter()
+    forward = run.forward if run.ema is None else None  # the compiled model, when it is the one evaluated
+    summary = evaluate(run.evaluated, run.val_data, run.task, run.fid, run.device, run.memory_format, forward)
+    result.eval_seconds += time.perf_counter() - tock
+    result.miou, result.pixel_accuracy = summary["miou"], summary["pixel_accuracy"]
+    result.val_loss = summary["loss"]
+    result.per_class_iou = summary["per_class_iou"]
+    result.history.append({"step": counters.step, "miou": summary["miou"], "loss": loss_value})
+    if state_file:
+        _save_state(state_file, run, counters, result)
+    return report({**result.history[-1], "pixel_accuracy": summary["pixel_accuracy"]}) if report else None
+
+
+def _summarise_training(run: _Run, counters: _Counters, result: TrialResult) -> None:
+    """The final loss and the throughput, over every resumption like ``step``."""
     result.loss_final = result.loss_curve[-1][1] if result.loss_curve else math.nan
-    done = result.train_seconds  # cumulative over resumptions, like ``step``
-    result.images_per_second = step * fid.batch_size / done if done else 0.0
-    result.data_wait_fraction = data_wait / done if done else 0.0
-    if result.status == "oom":
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        return result
-    sample = val_data[0][0]
+    done = result.train_seconds
+    result.images_per_second = counters.step * run.fid.batch_size / done if done else 0.0
+    result.data_wait_fraction = counters.data_wait / done if done else 0.0
+
+
+def _measure_cost(run: _Run, result: TrialResult) -> None:
+    """FLOPs and latency of the trained model at evaluation size, and the trial's peak memory."""
+    sample = run.val_data[0][0]
     height, width = sample.shape[:2]
-    if not getattr(val_data, "prescaled", False):
-        height, width = round(height * fid.resolution), round(width * fid.resolution)
+    if not getattr(run.val_data, "prescaled", False):
+        height, width = round(height * run.fid.resolution), round(width * run.fid.resolution)
     result.input_size = (height, width)
-    result.flops = count_flops(model, (height, width))
+    result.flops = count_flops(run.model, (height, width))
     failpoint("trial.measure_cost")
-    result.latency_ms = measure_latency(model, (height, width), device=device, warmup=2, repeats=5)
+    result.latency_ms = measure_latency(run.model, (height, width), device=run.device, warmup=2, repeats=5)
     result.peak_memory_mb = (
-        torch.cuda.max_memory_allocated(device) / 2**20
-        if device.type == "cuda"
+        torch.cuda.max_memory_allocated(run.device) / 2**20
+        if run.device.type == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )
-    return result
 
 
 def evaluate(
@@ -309,27 +403,16 @@ def _load_state(path: Path, device: torch.device, spec_hash: str, fidelity: str,
     return state
 
 
-def _save_state(
-    path: Path,
-    model,
-    optimizer,
-    scheduler,
-    scaler,
-    step: int,
-    result: TrialResult,
-    data_wait: float,
-    loss_since_last_point: tuple[float, int],
-    ema: AveragedModel | None = None,
-):
+def _save_state(path: Path, run: _Run, counters: _Counters, result: TrialResult) -> None:
     state = {
-        **({"ema": ema.state_dict()} if ema is not None else {}),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
+        **({"ema": run.ema.state_dict()} if run.ema is not None else {}),
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
         "rng": torch.get_rng_state(),
-        **({"cuda_rng": torch.cuda.get_rng_state()} if next(model.parameters()).is_cuda else {}),
-        "step": step,
+        **({"cuda_rng": torch.cuda.get_rng_state()} if run.device.type == "cuda" else {}),
+        "step": counters.step,
         "loss_curve": [list(p) for p in result.loss_curve],
         "history": result.history,
         # The evaluation just made, so that resuming from the final step still knows the result.
@@ -340,10 +423,10 @@ def _save_state(
             "per_class_iou": dict(result.per_class_iou),
         },
         # Losses summed since the last loss-curve point, when evaluations fall between points.
-        "loss_since_last_point": list(loss_since_last_point),
+        "loss_since_last_point": [counters.loss_sum, counters.loss_count],
         "train_seconds": result.train_seconds,
         "eval_seconds": result.eval_seconds,
-        "data_wait_seconds": data_wait,
+        "data_wait_seconds": counters.data_wait,
         "spec_hash": result.spec_hash,
         "fidelity": result.fidelity,
         "seed": result.seed,

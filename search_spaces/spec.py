@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any
 
+from nas.common.config import JSON_WORDS, ConfigError, from_dict
 from nas.common.errors import UserError
 
 STEM = -1
@@ -329,100 +330,23 @@ def _plain(obj: Any) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- parsing
-_INT, _FLOAT, _BOOL, _STR = "an integer", "a number", "a boolean", "a string"
-_INTS, _OPT_INT = "a list of integers", "an integer or null"
-
-
-def _check_type(value: Any, kind: str, where: str) -> Any:
-    ok = {
-        _INT: isinstance(value, int) and not isinstance(value, bool),
-        _FLOAT: isinstance(value, (int, float)) and not isinstance(value, bool),
-        _BOOL: isinstance(value, bool),
-        _STR: isinstance(value, str),
-        _INTS: isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
-        _OPT_INT: value is None or (isinstance(value, int) and not isinstance(value, bool)),
-    }[kind]
-    if not ok:
-        raise SpecError(f"{where}: expected {kind}, got {_show(value)}")
-    if kind == _FLOAT:
-        return float(value)
-    return tuple(value) if kind == _INTS else value
-
-
-_FIELD_KINDS: dict[type, dict[str, str]] = {
-    Block: {
-        "level": _INT,
-        "type": _STR,
-        "width": _INT,
-        "parents": _INTS,
-        "connection": _STR,
-        "dilation": _INT,
-        "output": _BOOL,
-    },
-    Scaling: {
-        "filter_size_scale": _FLOAT,
-        "block_repeats": _INT,
-        "resample_alpha": _FLOAT,
-        "endpoint_channels": _OPT_INT,
-    },
-    Head: {
-        "kind": _STR,
-        "level": _INT,
-        "aspp_channels": _INT,
-        "aspp_rates": _INTS,
-        "aspp_dropout": _FLOAT,
-        "decoder_level": _INT,
-        "decoder_channels": _INT,
-        "separable": _BOOL,
-    },
-}
-
-
-def _parse(cls: type, data: Any, where: str, required: tuple[str, ...] = ()) -> Any:
-    if not isinstance(data, Mapping):
-        raise SpecError(f"{where}: expected an object, got {_show(data)}")
-    kinds = _FIELD_KINDS[cls]
-    for key in data:
-        if key not in kinds:
-            raise SpecError(f"{where}: unknown field {_clip(repr(key))}")
-    for key in required:
-        if key not in data:
-            raise SpecError(f"{where}: missing field {key!r}")
-    return {key: _check_type(value, kinds[key], f"{where}.{key}") for key, value in data.items()}
+_SPEC_WORDS = replace(JSON_WORDS, top="spec")
 
 
 def spec_from_dict(data: Any) -> ArchSpec:
-    """Build a spec from its JSON object, with errors that name the offending key."""
+    """Build a spec from its JSON object, with errors that name the offending key (`nas.common.config`)."""
     if not isinstance(data, Mapping):
         raise SpecError(f"spec: expected a JSON object, got {_show(data, 40)}")
-    known = {"format", "name", "stem_channels", "endpoint_levels", "scaling", "head", "blocks"}
-    for key in data:
-        if key not in known:
-            raise SpecError(f"spec: unknown field {_clip(repr(key))}")
     if data.get("format", SPEC_FORMAT) != SPEC_FORMAT:
         raise SpecError(f"spec.format: unsupported format {_show(data['format'])} (expected {SPEC_FORMAT})")
-    if "blocks" not in data:
-        raise SpecError("spec: missing field 'blocks'")
-    if not isinstance(data["blocks"], list):
-        raise SpecError("spec.blocks: expected a list of blocks")
-    if len(data["blocks"]) > MAX_BLOCKS:  # before building them: the limit also bounds the work
-        raise SpecError(f"spec.blocks: {len(data['blocks']):,} blocks, more than the limit of {MAX_BLOCKS}")
-    blocks = tuple(Block(**_parse(Block, b, f"blocks[{i}]", required=("level",))) for i, b in enumerate(data["blocks"]))
-    kwargs: dict[str, Any] = {"blocks": blocks}
-    if "scaling" in data:
-        kwargs["scaling"] = Scaling(**_parse(Scaling, data["scaling"], "scaling"))
-    if "head" in data:
-        kwargs["head"] = Head(**_parse(Head, data["head"], "head"))
-    if "endpoint_levels" in data:
-        levels = _check_type(data["endpoint_levels"], _INTS, "endpoint_levels")
-        if len(levels) != 2:
-            raise SpecError("endpoint_levels: expected [min_level, max_level]")
-        kwargs["endpoint_levels"] = levels
-    if "stem_channels" in data:
-        kwargs["stem_channels"] = _check_type(data["stem_channels"], _INT, "stem_channels")
-    if "name" in data:
-        kwargs["name"] = _check_type(data["name"], _STR, "name")
-    return ArchSpec(**kwargs)
+    blocks = data.get("blocks")
+    if isinstance(blocks, list) and len(blocks) > MAX_BLOCKS:  # before building them: the limit also bounds the work
+        raise SpecError(f"spec.blocks: {len(blocks):,} blocks, more than the limit of {MAX_BLOCKS}")
+    fields_only = {key: value for key, value in data.items() if key != "format"}
+    try:
+        return from_dict(ArchSpec, fields_only, words=_SPEC_WORDS)
+    except ConfigError as exc:
+        raise SpecError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- validation

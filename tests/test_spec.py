@@ -195,6 +195,17 @@ def test_dilation_outside_the_search_space_is_rejected_by_the_space() -> None:
             '{"blocks": [{"level": 2, "output": true}], "head": {"aspp_rates": "6"}}',
             'head.aspp_rates: expected a list of integers, got "6"',
         ),
+        (
+            '{"blocks": [{"level": 2, "parents": [true]}]}',
+            "blocks[0].parents[0]: expected an integer, got true",
+        ),
+        (
+            '{"blocks": [{"level": 2, "output": true}], "scaling": {"filter_size_scale": NaN}}',
+            "scaling.filter_size_scale: expected a finite number, got NaN",
+        ),
+        ('{"blocks": [{"level": 2}], "endpoint_levels": [2, 3, 4]}', "endpoint_levels: expected 2 items, got 3"),
+        ('{"blocks": {"level": 2}}', 'blocks: expected a list, got {"level": 2}'),
+        ('{"blocks": [{"level": 2}], "head": [1]}', "head: expected an object, got [1]"),
         ('{"format": 9, "blocks": []}', "spec.format: unsupported format 9"),
         ('{"name": "x"}', "spec: missing field 'blocks'"),
     ],

@@ -1,9 +1,10 @@
 """Typed configs: YAML/JSON files <-> frozen dataclasses, with errors that name the key.
 
-`from_dict(Cls, data)` checks every key against the dataclass fields (an unknown key or a value of
-the wrong type is a `ConfigError` naming its dotted path: an integer or a boolean is never taken for
-the other, a number must be finite) and builds nested dataclasses,
-``dict[str, Dataclass]``, ``tuple[...]``, ``Literal[...]`` and optional fields.
+`from_dict(Cls, data)` checks every key against the dataclass fields (an unknown key, a missing
+required key or a value of the wrong type is a `ConfigError` naming its dotted path: an integer or a
+boolean is never taken for the other, a number must be finite) and builds nested dataclasses,
+``dict[str, Dataclass]``, ``tuple[...]``, ``Literal[...]`` and optional fields. Its messages speak
+YAML (`YAML_WORDS`: mappings, keys, true or false) or JSON (`JSON_WORDS`: objects, fields, booleans).
 """
 
 from __future__ import annotations
@@ -25,6 +26,21 @@ T = TypeVar("T")
 
 class ConfigError(UserError):
     """A bad config: the message names the file (when known) and the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Words:
+    """How messages name things, in the terms of the file format the user wrote."""
+
+    mapping: str = "a mapping"
+    key: str = "key"
+    boolean: str = "true or false"
+    top: str = ""  # the label of the top-level value's own problems (unknown or missing keys), e.g. "spec"
+
+
+YAML_WORDS = Words()
+JSON_WORDS = Words(mapping="an object", key="field", boolean="a boolean")
+_PLURALS = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
@@ -49,20 +65,22 @@ def load_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def from_dict(cls: type[T], data: Any, where: str = "") -> T:
+def from_dict(cls: type[T], data: Any, where: str = "", words: Words = YAML_WORDS) -> T:
     """Build dataclass ``cls`` from plain data, checking keys and types.
 
-    Errors read ``<where>.<dotted key>: <problem>``; with ``where=""`` they start at the key.
+    Errors read ``<where>.<dotted key>: <problem>``; with ``where=""`` they start at the key (and
+    problems of the top level itself at ``words.top``).
     """
-    return _convert(cls, data, where)
+    return _convert(cls, data, where, words)
 
 
 def _key(where: str, key: object) -> str:
     return f"{where}.{key}" if where else str(key)
 
 
-def _at(where: str) -> str:
-    return f"{where}: " if where else ""
+def _at(where: str, words: Words = YAML_WORDS) -> str:
+    label = where or words.top
+    return f"{label}: " if label else ""
 
 
 def to_dict(obj: Any) -> Any:
@@ -76,28 +94,36 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def _describe(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
-    return text if len(text) < 40 else text[:37] + "..."
+def _describe(value: Any, limit: int = 40) -> str:
+    """``value`` as JSON cut to ``limit`` characters, so that an error stays one short line."""
+    try:
+        text = json.dumps(value)
+    except (RecursionError, TypeError, ValueError):  # nested too deeply, or not JSON (a YAML date)
+        text = type(value).__name__
+    return _clip(text, limit)
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) < limit else text[: limit - 3] + "..."
+
+
+def _convert(tp: Any, value: Any, where: str, words: Words = YAML_WORDS) -> Any:
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{_at(where)}expected a mapping, got {_describe(value)}")
+            raise ConfigError(f"{_at(where, words)}expected {words.mapping}, got {_describe(value)}")
         hints = get_type_hints(tp)
         fields = {f.name: f for f in dataclasses.fields(tp) if f.init}
         for key in value:
             if key not in fields:
                 known = ", ".join(fields)
-                raise ConfigError(f"{_at(where)}unknown key {key!r} (known: {known})")
+                raise ConfigError(f"{_at(where, words)}unknown {words.key} {_clip(repr(key))} (known: {known})")
         kwargs = {}
         for name, f in fields.items():
             if name in value:
-                kwargs[name] = _convert(hints[name], value[name], _key(where, name))
+                kwargs[name] = _convert(hints[name], value[name], _key(where, name), words)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{_at(where)}missing key {name!r}")
+                raise ConfigError(f"{_at(where, words)}missing {words.key} {name!r}")
         try:
             return tp(**kwargs)
         except (TypeError, ValueError) as exc:
@@ -112,7 +138,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return _convert(option, value, where)
+                return _convert(option, value, where, words)
             except ConfigError as exc:
                 errors.append(str(exc))
         if len(errors) == 1:
@@ -126,22 +152,27 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if origin in (dict, Mapping):
         key_type, value_type = get_args(tp)
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{_at(where)}expected a mapping, got {_describe(value)}")
-        return {_convert(key_type, k, where): _convert(value_type, v, _key(where, k)) for k, v in value.items()}
+            raise ConfigError(f"{_at(where)}expected {words.mapping}, got {_describe(value)}")
+        return {
+            _convert(key_type, k, where, words): _convert(value_type, v, _key(where, k), words)
+            for k, v in value.items()
+        }
     if origin is tuple:
         args = get_args(tp)
+        homogeneous = len(args) == 2 and args[1] is Ellipsis
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{_at(where)}expected a list, got {_describe(value)}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+            items = _PLURALS.get(args[0]) if homogeneous else None
+            raise ConfigError(f"{_at(where)}expected a list{f' of {items}' if items else ''}, got {_describe(value)}")
+        if homogeneous:
+            return tuple(_convert(args[0], v, f"{where}[{i}]", words) for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{_at(where)}expected {len(args)} items, got {len(value)}")
-        return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(_convert(a, v, f"{where}[{i}]", words) for i, (a, v) in enumerate(zip(args, value)))
     if tp is Any:
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{_at(where)}expected true or false, got {_describe(value)}")
+            raise ConfigError(f"{_at(where)}expected {words.boolean}, got {_describe(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):

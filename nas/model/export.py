@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,6 @@ from nas.common.atomic import atomic_path
 from nas.common.errors import UserError
 from search_spaces import ArchSpec, SpecError, resolve_spec
 
-from . import builder
 from .builder import SegmentationModel
 from .checkpoint import load_model
 
@@ -200,30 +198,6 @@ def _onnx_modules() -> tuple[Any, Any]:
     return onnx, onnxruntime
 
 
-@contextmanager
-def _onnx_safe_level_size():
-    """Trace feature sizes with a division ONNX computes exactly.
-
-    The builder computes ceil(H / 2^L) as ``-(-H // 2^L)``; ONNX's integer Div truncates instead of
-    flooring, so a traced negative division is off by one whenever 2^L does not divide H. The same
-    ceiling with non-negative operands, ``(H + 2^L - 1) // 2^L``, is exact in both.
-    """
-    original = getattr(builder, "level_size", None)
-    if original is None:  # the builder changed; the odd-size check after the export still guards
-        yield
-        return
-
-    def level_size(height: int, width: int, level: int) -> tuple[int, int]:
-        step = 2**level
-        return (height + step - 1) // step, (width + step - 1) // step
-
-    builder.level_size = level_size
-    try:
-        yield
-    finally:
-        builder.level_size = original
-
-
 def _check_shapes(input_size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
     height, width = input_size
     odd = (height // 2 + 1) | 1, (width // 2 + 3) | 1  # not divisible by any stride: exercises every ceil
@@ -276,7 +250,7 @@ def _export_torchscript(model, tmp, x, metadata, shapes) -> tuple[str, tuple[Che
 def _export_onnx(model, tmp, x, metadata, shapes, opset) -> tuple[str | None, tuple[Check, ...]]:
     onnx, onnxruntime = _onnx_modules()
     axes = {0: "batch", 2: "height", 3: "width"}
-    with _onnx_safe_level_size(), torch.no_grad():
+    with torch.no_grad():
         torch.onnx.export(
             model,
             (x,),
