@@ -9,8 +9,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from nas.common.text import read_text
+
 from .published import PUBLISHED, get_spec, published_names
-from .spec import MAX_JSON_CHARS, ArchSpec, SpecError
+from .spec import ArchSpec, SpecError
 
 STDIN = "-"
 SPEC_FILE = "spec.json"  # the spec inside a promoted model's or a training run's folder
@@ -62,20 +64,12 @@ def _spec_path(ref: str | Path) -> Path:
     if not is_file:
         raise SpecError(f"{path}: not a spec file")
     if size > MAX_SPEC_BYTES:
-        raise SpecError(
-            f"{path}: {size:,} bytes, more than a spec file holds (at most 1 MiB; characters of JSON, "
-            f"more than the limit of {MAX_JSON_CHARS:,}, are refused)"
-        )
+        raise SpecError(f"{path}: {size:,} bytes, more than a spec file holds (at most {MAX_SPEC_BYTES:,})")
     return path
 
 
 def _from_file(path: Path) -> ArchSpec:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason})") from None
+    text = read_text(path, SpecError)
     try:
         return ArchSpec.from_json(text)
     except SpecError as exc:

@@ -187,7 +187,7 @@ def assert_one_line_error(argv: list[str], work: Path, capsys: pytest.CaptureFix
         ("rate.json", "head.aspp_rates: rate 1,000,000 is more than the limit of 64"),
         ("rates.json", "head.aspp_rates: 39 rates, more than the limit of 8"),
         ("name_long.json", "name: 201 characters, more than the limit of 200"),
-        ("name_10mb.json", "characters of JSON, more than the limit of 1,000,000"),
+        ("name_10mb.json", "bytes, more than a spec file holds (at most 1,048,576)"),
         ("name_newline.json", "holds a control character"),
         ("many_blocks.json", f"spec.blocks: {MAX_BLOCKS + 1} blocks, more than the limit of {MAX_BLOCKS}"),
         ("nested.json", "malformed JSON: nested too deeply"),

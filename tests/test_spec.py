@@ -265,7 +265,7 @@ def test_one_resolver_reads_a_spec_a_name_a_file_a_folder_and_standard_input(tmp
         ("fifo.json", "fifo.json: not a spec file"),
         ("empty", "empty: a folder without a spec.json"),
         ("huge.json", "huge.json: 1,048,577 bytes, more than a spec file holds"),
-        ("bad.json", "bad.json: spec.blocks: expected a list of blocks"),
+        ("bad.json", "bad.json: blocks: expected a list"),
     ]:
         with pytest.raises(SpecError) as info:
             resolve_spec(str(tmp_path / name))
