@@ -126,9 +126,9 @@ class Search:
 
     def next_candidate(self) -> Candidate | None:
         """The next candidate to train, or None when the budget is spent or the space exhausted."""
+        if self.time_limit_s is not None and self.clock() - self.opened_at > self.time_limit_s:
+            self.stopped = True
         while True:
-            if self.time_limit_s is not None and self.clock() - self.opened_at > self.time_limit_s:
-                self.stopped = True
             if self.stopped:
                 return None
             if self.rerun:
