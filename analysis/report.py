@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
     from .run import Run
 
-REPORT_DIR = "report"
 INDEX_NAME = "index.html"
 TOP_ROWS = 20
 STYLE = """
@@ -47,6 +46,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, top: int = 
     """Write the report of the run in ``run_dir`` to ``out`` (default ``RUN_DIR/report``);
     returns the path of ``index.html``. A run still in progress is reported as it stands."""
     from nas.common.atomic import atomic_path
+    from nas.search.run_dir import REPORT_DIR
 
     from .run import load_run
 

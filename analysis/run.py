@@ -1,9 +1,9 @@
 """A search run as pandas DataFrames: ``load_run(RUN_DIR)`` for notebooks and reports.
 
-A run directory holds ``config.yaml``, ``trials.parquet`` (one row per candidate, see
-`nas.search.store`) and, after ``nas promote``, ``promoted.parquet``, ``promoted/<hash>/`` and
-``promoted/summary.json``. Every path is taken relative to the directory, so a run that was moved
-or renamed loads the same; a run still in progress loads too (see `load_run`).
+A run directory (`nas.search.run_dir`) holds ``config.yaml``, ``trials.parquet`` (one row per
+candidate, see `nas.search.store`) and, after ``nas promote``, ``promoted.parquet``,
+``promoted/<hash>/`` and ``promoted/summary.json``. Every path is taken relative to the directory,
+so a run that was moved or renamed loads the same; a run still in progress loads too (see `load_run`).
 """
 
 from __future__ import annotations
@@ -19,19 +19,24 @@ import networkx as nx
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 
 from nas.common.errors import UserError
 from nas.search.leaderboard import leaderboard as rank_trials
 from nas.search.objective import COSTS, pareto_front
+from nas.search.run_dir import (
+    PROMOTED_METRICS,
+    PROMOTED_TABLE,
+    SUMMARY_NAME,
+    TABLE_NAME,
+    RunDirError,
+    promoted_dir,
+    read_config,
+    read_json,
+)
+from nas.search.status import DUPLICATE, OK, STATUSES
 from nas.search.store import COLUMNS as TRIAL_COLUMNS
-from nas.search.store import STATUSES, TABLE_NAME
 from search_spaces import ArchSpec, SpecError
 
-CONFIG_NAME = "config.yaml"
-PROMOTED_TABLE = "promoted.parquet"
-PROMOTED_DIR = "promoted"
-SUMMARY_NAME = "summary.json"
 PROMOTED_COLUMNS = {
     "spec_hash": "object",
     "name": "object",
@@ -125,7 +130,7 @@ class Run:
 
     def ok(self) -> pd.DataFrame:
         """Trained candidates with a usable mIoU (duplicates, failures and pruned ones left out)."""
-        ok = self.trials[(self.trials["status"] == "ok") & self.trials["miou"].notna()]
+        ok = self.trials[(self.trials["status"] == OK) & self.trials["miou"].notna()]
         return ok.reset_index(drop=True)
 
     # ------------------------------------------------------------------------------ rankings
@@ -156,7 +161,7 @@ class Run:
         search knew at each point; duplicates are left out (they cost nothing), failed and pruned
         ones count (they used budget) and keep the best so far.
         """
-        trained = self.trials[self.trials["status"] != "duplicate"]
+        trained = self.trials[self.trials["status"] != DUPLICATE]
         trained = trained.sort_values(["finished_at", "trial_id"], na_position="last", kind="stable")
         parts = []
         for strategy, group in trained.groupby("strategy", sort=True, dropna=False):
@@ -192,7 +197,7 @@ class Run:
                 match = trials[trials["name"] == ref]
         if match.empty:
             raise RunError(f"{self.path / TABLE_NAME}: no trial {ref!r} (give a trial id, a spec hash or a name)")
-        trained = match[match["status"] != "duplicate"]
+        trained = match[match["status"] != DUPLICATE]
         return (trained if len(trained) else match).iloc[0]
 
     def spec(self, ref: int | str) -> ArchSpec:
@@ -247,17 +252,17 @@ class Run:
     def _trained(self, spec_hash: str) -> pd.Series | None:
         """The row that trained ``spec_hash`` (the first non-duplicate), or None if not in the table."""
         rows = self.trials[self.trials["spec_hash"] == spec_hash]
-        trained = rows[rows["status"] != "duplicate"]
+        trained = rows[rows["status"] != DUPLICATE]
         rows = trained if len(trained) else rows
         return rows.iloc[0] if len(rows) else None
 
     # ------------------------------------------------------------------------------ promoted
     def promoted_dir(self, spec_hash: str) -> Path:
-        return self.path / PROMOTED_DIR / spec_hash
+        return promoted_dir(self.path, spec_hash)
 
     def promoted_metrics(self, spec_hash: str) -> dict[str, Any]:
         """``promoted/<hash>/metrics.json`` ({} when the model was not promoted or it is unreadable)."""
-        path = self.promoted_dir(spec_hash) / "metrics.json"
+        path = self.promoted_dir(spec_hash) / PROMOTED_METRICS
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
@@ -278,7 +283,7 @@ class Run:
     def promoted_pairs(self) -> pd.DataFrame:
         """Promoted models trained successfully at both fidelities."""
         p = self.promoted
-        return p[(p["status"] == "ok") & p["proxy_miou"].notna() & p["full_miou"].notna()].reset_index(drop=True)
+        return p[(p["status"] == OK) & p["proxy_miou"].notna() & p["full_miou"].notna()].reset_index(drop=True)
 
     # ------------------------------------------------------------------------------ references
     def input_size(self) -> tuple[int, int] | None:
@@ -365,13 +370,13 @@ def load_run(path: str | Path) -> Run:
     if not path.is_dir():
         raise RunError(f"{path}: no such run directory")
     trials = _read_trials(path / TABLE_NAME)
-    return Run(
-        path=path,
-        trials=trials,
-        promoted=_read_promoted(path / PROMOTED_TABLE),
-        config=_read_config(path / CONFIG_NAME),
-        summary=_read_json(path / PROMOTED_DIR / SUMMARY_NAME),
-    )
+    promoted = _read_promoted(path / PROMOTED_TABLE)
+    try:
+        config = read_config(path) or {}
+        summary = read_json(promoted_dir(path) / SUMMARY_NAME)
+    except RunDirError as exc:
+        raise RunError(str(exc)) from None
+    return Run(path=path, trials=trials, promoted=promoted, config=config, summary=summary)
 
 
 def _read_table(path: Path) -> pa.Table:
@@ -406,28 +411,6 @@ def _read_promoted(path: Path) -> pd.DataFrame:
         raise RunError(f"{path}: not a promotion table (missing columns {', '.join(missing)})")
     # A column with no value at all is stored as nulls of no type: give the numbers their type.
     return frame.astype({c: t for c, t in PROMOTED_COLUMNS.items() if t != "object"})
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise RunError(f"{path}: damaged run config ({_first_line(exc)})") from None
-    if data is not None and not isinstance(data, dict):
-        raise RunError(f"{path}: damaged run config (not a mapping)")
-    return data or {}
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{path}: damaged JSON ({_first_line(exc)})") from None
-    return data if isinstance(data, dict) else {}
 
 
 def _first_line(exc: BaseException) -> str:

@@ -338,7 +338,8 @@ def cmd_task_show(args: argparse.Namespace) -> None:
 
 def cmd_search(args: argparse.Namespace) -> None:
     from nas.search.config import load_search_config
-    from nas.search.runner import run_search, saved_config, stderr_log
+    from nas.search.run_dir import saved_config
+    from nas.search.runner import run_search, stderr_log
 
     if args.out:
         check_output_dir(args.out, "--out")
@@ -416,7 +417,7 @@ def _summary(run_dir: Path, top: int = 10) -> list[str]:
 def _baselines(run_dir: Path) -> list[str]:
     """The baselines the run's config names (none without a config); a damaged config is an error."""
     from nas.common.config import load_file
-    from nas.search.runner import CONFIG_NAME
+    from nas.search.run_dir import CONFIG_NAME
 
     path = run_dir / CONFIG_NAME
     if not path.is_file():
@@ -481,21 +482,11 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    import math
-
     from .common.atomic import atomic_path
-
-    def clean(value: Any) -> Any:  # JSON has no NaN: write null
-        if isinstance(value, float) and math.isnan(value):
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [clean(v) for v in value]
-        return value
+    from .common.jsonutil import json_ready
 
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(clean(data), indent=2))
+        tmp.write_text(json.dumps(json_ready(data), indent=2))
 
 
 def _add_space_options(p: argparse.ArgumentParser) -> None:

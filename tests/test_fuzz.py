@@ -33,7 +33,8 @@ import yaml
 from nas.cli import main
 from nas.search import Outcome, evaluate_in_process
 from nas.search.config import load_search_config
-from nas.search.runner import open_search, write_config
+from nas.search.run_dir import write_config
+from nas.search.runner import open_search
 from proxy_tasks.task import builtin_tasks
 from search_spaces import get_spec
 

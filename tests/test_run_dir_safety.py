@@ -32,9 +32,10 @@ from nas.model.checkpoint import CheckpointError, load_model
 from nas.search import STRATEGIES, Objective, Outcome, Search, evaluate_in_process
 from nas.search.config import search_config_from_dict
 from nas.search.optuna_base import RNG_PATHS, random_states
-from nas.search.runner import open_search, prepare_run_dir, saved_config
-from nas.search.search import STATE_NAME, SearchStateError
-from nas.search.store import TABLE_NAME, read_rows
+from nas.search.run_dir import STATE_NAME, TABLE_NAME, saved_config
+from nas.search.runner import open_search, prepare_run_dir
+from nas.search.search import SearchStateError
+from nas.search.store import read_rows
 from proxy_tasks.datasets.synthetic import load_or_generate
 from proxy_tasks.task import load_task
 from proxy_tasks.trial import CHECKPOINT_NAME

@@ -193,6 +193,34 @@ def test_the_table_is_readable_with_pandas_and_has_one_row_per_trial(tmp_path) -
     assert len(search.store) == 5
 
 
+def test_the_time_limit_stops_new_candidates_and_the_running_ones_are_recorded(tmp_path) -> None:
+    now = [100.0]  # a fake clock: each trial takes 10 seconds of it
+
+    def ten_seconds(candidate) -> Outcome:
+        now[0] += 10.0
+        return evaluate(candidate)
+
+    def clock() -> float:
+        return now[0]
+
+    search = Search(tmp_path / "run", RandomSearch(SPACE, 0), Objective(), 100, time_limit_s=25.0, clock=clock)
+    evaluate_in_process(search, ten_seconds)
+    # Asked at 0, 10 and 20 seconds; at 30 the limit has passed and nothing new starts.
+    assert [r["trial_id"] for r in search.store.rows] == [0, 1, 2]
+    assert search.stopped and search.finished and search.next_candidate() is None
+
+    resumed = Search(tmp_path / "run", RandomSearch(SPACE, 0), Objective(), 4, time_limit_s=25.0, clock=clock)
+    assert resumed.next_candidate().id == 3  # the limit counts from when the search was (re)opened
+
+
+def test_retries_after_a_lost_worker_count_into_the_attempts(tmp_path) -> None:
+    search = Search(tmp_path / "run", RandomSearch(SPACE, 0), Objective(), 2)
+    first, second = search.next_candidate(), search.next_candidate()
+    assert search.record(first, evaluate(first), retries=2)["attempts"] == 3
+    assert search.record(second, evaluate(second))["attempts"] == 1
+    assert [r["attempts"] for r in read_rows(tmp_path / "run" / "trials.parquet")] == [3, 1]
+
+
 def test_the_store_refuses_a_second_row_for_a_trial_and_bad_statuses(tmp_path) -> None:
     search = run(tmp_path, RandomSearch(SPACE, 0), 2)
     with pytest.raises(StoreError, match="trial 0 is already recorded"):

@@ -19,9 +19,9 @@ import yaml
 from nas.cli import main
 from nas.search import Outcome, evaluate_in_process
 from nas.search.config import search_config_from_dict
+from nas.search.run_dir import STATE_NAME, TABLE_NAME
 from nas.search.runner import open_search, prepare_run_dir
-from nas.search.search import STATE_NAME
-from nas.search.store import TABLE_NAME, read_rows, write_rows
+from nas.search.store import read_rows, write_rows
 from search_spaces import get_spec
 
 BASE = {

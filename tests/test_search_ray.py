@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -18,9 +19,11 @@ import yaml
 
 from nas.cli import main
 from nas.model.checkpoint import load_model
+from nas.search import runner
 from nas.search.config import load_search_config
 from nas.search.promote import promote
 from nas.search.runner import SearchError, run_search
+from nas.search.search import Search
 from search_spaces import ArchSpec
 
 NAS = [sys.executable, "-m", "nas.cli"]
@@ -139,6 +142,18 @@ def test_failing_trials_are_recorded_with_the_reason_and_the_search_completes(tm
     table = pd.read_parquet(tmp_path / "run" / "trials.parquet")
     assert len(table) == 3 and (table["status"] == "failed").all()
     assert table["error"].str.contains("loss became").all() and table["objective"].isna().all()
+
+
+def test_the_time_limit_stops_new_trials_on_ray(tmp_path, local_ray, monkeypatch) -> None:
+    ticks = iter(range(1000))  # a clock that moves one second per reading: when it is read, not how fast Ray is
+
+    monkeypatch.setattr(runner, "Search", functools.partial(Search, clock=lambda: float(next(ticks))))
+    config = load_search_config(write_config(tmp_path, trials=4, steps=1, budget={"trials": 4, "time_limit_s": 2.5}))
+    search = run_search(config, tmp_path / "run", log=lambda _: None)
+    # Read when opened (0 s), then at each ask: 1 s and 2 s hand out trials, 3 s is past the limit.
+    table = pd.read_parquet(tmp_path / "run" / "trials.parquet")
+    assert list(table["trial_id"]) == [0, 1] and (table["status"] == "ok").all()
+    assert search.stopped and search.finished
 
 
 def test_resume_after_sigkill_of_the_driver_finishes_without_duplicate_rows(tmp_path) -> None:

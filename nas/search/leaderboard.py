@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .store import TABLE_NAME, read_table
+from .run_dir import TABLE_NAME
+from .status import DUPLICATE, STATUSES
+from .store import read_table
 
 COLUMNS = [
     "trial_id",
@@ -30,7 +32,7 @@ def trials_frame(run_dir: str | Path) -> pd.DataFrame:
 
 def leaderboard(trials: pd.DataFrame, top: int | None = None) -> pd.DataFrame:
     """Trained candidates (duplicates left out) by objective, best first; failed ones last."""
-    trained = trials[trials["status"] != "duplicate"]
+    trained = trials[trials["status"] != DUPLICATE]
     ranked = trained.sort_values(["objective", "trial_id"], ascending=[False, True], na_position="last")
     return ranked.head(top) if top else ranked
 
@@ -44,4 +46,4 @@ def format_leaderboard(trials: pd.DataFrame, top: int = 10) -> str:
 
 
 def status_counts(trials: pd.DataFrame) -> dict[str, int]:
-    return {s: int((trials["status"] == s).sum()) for s in ("ok", "failed", "pruned", "duplicate")}
+    return {s: int((trials["status"] == s).sum()) for s in STATUSES}

@@ -24,22 +24,28 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from nas.common.atomic import atomic_path
+from nas.common.jsonutil import json_ready
 from proxy_tasks.task import load_task, scale_spec
 from search_spaces import ArchSpec, SpecError
 
 from .config import MAX_SEED
 from .leaderboard import leaderboard, trials_frame
 from .objective import finite_or_none, pareto_front
-from .runner import SearchError, connect_ray, make_trainable, saved_config
+from .run_dir import (
+    PROMOTED_METRICS,
+    PROMOTED_SPEC,
+    promoted_dir,
+    ray_storage,
+    saved_config,
+    write_json,
+    write_promoted,
+)
+from .runner import SearchError, connect_ray, make_trainable
+from .status import FAILED, OK, row_status
 from .trainable import MODEL_NAME
-
-PROMOTED_DIR = "promoted"
-PROMOTED_TABLE = "promoted.parquet"
 
 
 @dataclass
@@ -57,7 +63,7 @@ class PromotionSummary:
             )
         lines.append(
             f"Kendall tau {_fmt(self.kendall_tau)}, Spearman rho {_fmt(self.spearman_rho)} "
-            f"(proxy vs full mIoU over {sum(r['status'] == 'ok' for r in self.rows)} models)"
+            f"(proxy vs full mIoU over {sum(r['status'] == OK for r in self.rows)} models)"
         )
         return "\n".join(lines)
 
@@ -101,7 +107,7 @@ def promote(
             raise SearchError(
                 f"trial {row['trial_id']}: its spec cannot be built at fidelity {fidelity!r}: {exc}"
             ) from None
-    out = run_dir / PROMOTED_DIR
+    out = promoted_dir(run_dir)
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise SearchError(f"{run_dir}: not writable; the promoted models are written into it")
     todo = [row for _, row in chosen.iterrows() if not _done(out / row["spec_hash"], fidelity)]
@@ -114,7 +120,7 @@ def promote(
 
 
 def _done(folder: Path, fidelity: str) -> bool:
-    metrics = folder / "metrics.json"
+    metrics = folder / PROMOTED_METRICS
     if not (metrics.is_file() and (folder / MODEL_NAME).is_file()):
         return False
     try:
@@ -138,7 +144,7 @@ def _train(todo, config, task, fidelity: str, seed: int, run_dir: Path, out: Pat
         ),
         run_config=tune.RunConfig(
             name=f"promote-{fidelity}",
-            storage_path=config.storage.ray_path or str(run_dir / "ray"),
+            storage_path=ray_storage(config, run_dir),
             failure_config=tune.FailureConfig(max_failures=config.retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             verbose=0,
@@ -149,10 +155,10 @@ def _train(todo, config, task, fidelity: str, seed: int, run_dir: Path, out: Pat
         candidate = result.config["candidate"]
         row = by_id[int(candidate["id"])]
         metrics = json.loads(result.metrics["result_json"]) if result.metrics.get("result_json") else {}
-        status = result.metrics.get("status", "failed") if result.error is None else "failed"
+        status = row_status(result.metrics.get("status")) if result.error is None else FAILED
         error = result.metrics.get("error") or (str(result.error).splitlines()[0] if result.error else None)
         folder = out / row["spec_hash"]
-        if status == "ok" and result.checkpoint is not None:
+        if status == OK and result.checkpoint is not None:
             folder.mkdir(parents=True, exist_ok=True)
             with result.checkpoint.as_directory() as saved, atomic_path(folder / MODEL_NAME) as tmp:
                 shutil.copy(Path(saved) / MODEL_NAME, tmp)
@@ -162,7 +168,7 @@ def _train(todo, config, task, fidelity: str, seed: int, run_dir: Path, out: Pat
         trained = ArchSpec.from_json(row["spec_json"])
         if (folder / MODEL_NAME).is_file():
             trained = ArchSpec.from_json(torch.load(folder / MODEL_NAME, weights_only=True)["spec"])
-        with atomic_path(folder / "spec.json") as tmp:
+        with atomic_path(folder / PROMOTED_SPEC) as tmp:
             tmp.write_text(trained.to_json())
         record = {
             "spec_hash": row["spec_hash"],
@@ -172,10 +178,11 @@ def _train(todo, config, task, fidelity: str, seed: int, run_dir: Path, out: Pat
             "status": status,
             "error": error or None,
             "full": metrics,
-            "proxy": {k: _plain(row[k]) for k in ("miou", "objective", "flops", "params", "latency_ms", "fidelity")},
+            "proxy": {
+                k: json_ready(row[k]) for k in ("miou", "objective", "flops", "params", "latency_ms", "fidelity")
+            },
         }
-        with atomic_path(folder / "metrics.json") as tmp:
-            tmp.write_text(json.dumps(_finite(record), indent=2))
+        write_json(folder / PROMOTED_METRICS, record)
         log(f"promoted {row['name']} ({row['spec_hash'][:10]}): {status}, full mIoU {_fmt(metrics.get('miou'))}")
 
 
@@ -184,7 +191,7 @@ def _summarise(chosen: pd.DataFrame, out: Path, run_dir: Path, fidelity: str) ->
 
     rows = []
     for _, r in chosen.iterrows():
-        path = out / r["spec_hash"] / "metrics.json"
+        path = out / r["spec_hash"] / PROMOTED_METRICS
         record = json.loads(path.read_text()) if path.is_file() else {"status": "missing", "full": {}}
         full = record.get("full") or {}
         rows.append(
@@ -194,54 +201,30 @@ def _summarise(chosen: pd.DataFrame, out: Path, run_dir: Path, fidelity: str) ->
                 "trial_id": int(r["trial_id"]),
                 "status": record.get("status", "missing"),
                 "fidelity": fidelity,
-                "proxy_miou": _plain(r["miou"]),
-                "proxy_objective": _plain(r["objective"]),
+                "proxy_miou": json_ready(r["miou"]),
+                "proxy_objective": json_ready(r["objective"]),
                 "full_miou": finite_or_none(full.get("miou")),
                 "full_pixel_accuracy": finite_or_none(full.get("pixel_accuracy")),
-                "flops": _plain(r["flops"]),
-                "params": _plain(r["params"]),
+                "flops": json_ready(r["flops"]),
+                "params": json_ready(r["params"]),
                 "full_train_seconds": finite_or_none(full.get("train_seconds")),
                 "path": str((out / r["spec_hash"]).relative_to(run_dir)),
             }
         )
     summary = PromotionSummary(rows)
-    ok = [r for r in rows if r["status"] == "ok" and r["full_miou"] is not None]
+    ok = [r for r in rows if r["status"] == OK and r["full_miou"] is not None]
     if len(ok) >= 2:
         proxy, full = [r["proxy_miou"] for r in ok], [r["full_miou"] for r in ok]
         summary.kendall_tau = float(kendalltau(proxy, full).statistic)
         summary.spearman_rho = float(spearmanr(proxy, full).statistic)
-    with atomic_path(run_dir / PROMOTED_TABLE) as tmp:
-        pq.write_table(pa.Table.from_pylist(rows), tmp)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "summary.json") as tmp:
-        tmp.write_text(
-            json.dumps(
-                _finite(
-                    {
-                        "fidelity": fidelity,
-                        "models": len(ok),
-                        "kendall_tau": summary.kendall_tau,
-                        "spearman_rho": summary.spearman_rho,
-                    }
-                ),
-                indent=2,
-            )
-        )
+    written = {
+        "fidelity": fidelity,
+        "models": len(ok),
+        "kendall_tau": summary.kendall_tau,
+        "spearman_rho": summary.spearman_rho,
+    }
+    write_promoted(run_dir, rows, written)
     return summary
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "item"):
-        value = value.item()
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def _finite(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: _finite(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_finite(v) for v in data]
-    return None if isinstance(data, float) and not math.isfinite(data) else data
 
 
 def _fmt(value: Any) -> str:

@@ -28,26 +28,30 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from nas.common.atomic import atomic_path
 from nas.common.config import ConfigError, to_dict
 from nas.common.errors import UserError
 from proxy_tasks.task import Fidelity, TaskConfig, load_task, scale_spec
 from search_spaces import ArchSpec, SpecError, resolve_spec
 
 from .base import Candidate, Controller
-from .config import ResourcesConfig, SearchConfig, search_config_from_dict
+from .config import ResourcesConfig, SearchConfig
 from .evolution import RegularizedEvolution
 from .nsga2 import NSGA2Search
 from .random_search import RandomSearch
-from .search import STATE_NAME, Outcome, SavedState, Search, check_run_dir
-from .store import TABLE_NAME
+from .run_dir import (
+    JOURNAL_NAME,
+    STATE_NAME,
+    holds_search,
+    optuna_storage,
+    ray_storage,
+    saved_config,
+    write_config,
+)
+from .search import Outcome, SavedState, Search, check_run_dir
+from .status import tune_status
 from .tpe import TPESearch
 from .trainable import train_candidate
 
-CONFIG_NAME = "config.yaml"
-JOURNAL_NAME = "optuna.journal"
 OPTUNA_STRATEGIES = ("tpe", "nsga2")
 Log = Callable[[str], None]
 
@@ -94,10 +98,6 @@ def make_controller(config: SearchConfig, run_dir: Path, in_memory: bool = False
         raise SearchError(f"cannot open the Optuna storage {storage}: {reason}") from None
 
 
-def optuna_storage(config: SearchConfig, run_dir: Path) -> str:
-    return config.storage.optuna or str(run_dir / JOURNAL_NAME)
-
-
 def open_search(config: SearchConfig, run_dir: Path, on_change: Callable[[Search], None] | None = None) -> Search:
     """The `Search` of ``run_dir`` (restored from its state when there is one)."""
     baselines = tuple(config_spec(b) for b in config.baselines)
@@ -110,19 +110,9 @@ def open_search(config: SearchConfig, run_dir: Path, on_change: Callable[[Search
         fidelity=config.fidelity,
         seed=config.seed,
         max_duplicates=config.budget.max_duplicates,
+        time_limit_s=config.budget.time_limit_s,
         on_change=on_change,
     )
-
-
-def saved_config(run_dir: Path) -> SearchConfig:
-    """The config a run was started with (``RUN_DIR/config.yaml``)."""
-    path = run_dir / CONFIG_NAME
-    if not path.is_file():
-        raise SearchError(f"{run_dir}: nothing to resume (no {CONFIG_NAME}); start it with --config")
-    try:
-        return search_config_from_dict(yaml.safe_load(path.read_text()))
-    except (ConfigError, yaml.YAMLError) as exc:
-        raise SearchError(f"{path}: damaged run config ({' '.join(str(exc).split())})") from None
 
 
 def prepare_run_dir(config: SearchConfig | None, run_dir: Path, resume: bool) -> SearchConfig:
@@ -153,7 +143,7 @@ def run_config(config: SearchConfig | None, run_dir: Path, resume: bool) -> Sear
         raise SearchError("a new search needs --config")
     if run_dir.exists() and not run_dir.is_dir():
         raise SearchError(f"{run_dir}: not a directory; choose another --out")
-    if any((run_dir / name).exists() for name in (CONFIG_NAME, TABLE_NAME, STATE_NAME)):
+    if holds_search(run_dir):
         raise SearchError(f"{run_dir} already holds a search; use --resume to continue it or choose another --out")
     _check_writable(run_dir)
     return config
@@ -267,11 +257,6 @@ def _journal_studies(journal: Path) -> list[str]:
         raise SearchError(f"{journal}: unreadable Optuna journal ({exc})") from None
 
 
-def write_config(config: SearchConfig, run_dir: Path) -> None:
-    with atomic_path(run_dir / CONFIG_NAME) as tmp:
-        tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-
-
 def _first_difference(a: Any, b: Any, ignore: set[str], where: str = "") -> str | None:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
@@ -292,17 +277,13 @@ def _searcher_class():
     class ControllerSearcher(Searcher):
         """Tune's ask/tell hooks onto a `Search`: suggest = ask, on_trial_complete = record + tell."""
 
-        def __init__(self, search: Search, time_limit_s: float | None = None):
+        def __init__(self, search: Search):
             super().__init__()
             self.search = search
-            self.time_limit_s = time_limit_s
-            self.started = time.monotonic()
             self.trials: dict[str, Candidate] = {}
             self.retries: dict[str, int] = {}  # Tune trial id -> restarts after a lost worker or node
 
         def suggest(self, trial_id: str):
-            if self.time_limit_s is not None and time.monotonic() - self.started > self.time_limit_s:
-                self.search.stopped = True
             candidate = self.search.next_candidate()
             if candidate is None:
                 return Searcher.FINISHED
@@ -312,8 +293,8 @@ def _searcher_class():
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             candidate = self.trials.pop(trial_id, None)
             if candidate is not None:
-                self.search.attempts[candidate.id] += self.retries.pop(trial_id, 0)
-                self.search.record(candidate, outcome_from_result(result, error, trial_id))
+                outcome = outcome_from_result(result, error, trial_id)
+                self.search.record(candidate, outcome, retries=self.retries.pop(trial_id, 0))
 
         def save(self, checkpoint_path: str) -> None:
             self.search.save_state()  # the run directory holds the state; nothing else to keep
@@ -338,19 +319,9 @@ def _retry_counter(searcher):
 def outcome_from_result(result: dict | None, error: bool, trial_id: str) -> Outcome:
     result = result or {}
     metrics = json.loads(result["result_json"]) if result.get("result_json") else dict(result)
-    common = {"node": result.get("node"), "device": result.get("device"), "started_at": result.get("started_at")}
-    if error:
-        return Outcome(
-            metrics,
-            "failed",
-            "its worker or node was lost more often than the retries allow",
-            tune_trial_id=trial_id,
-            **common,
-        )
-    if not result.get("final"):  # stopped by the scheduler after an intermediate evaluation
-        return Outcome(metrics, "pruned", "stopped early by ASHA", tune_trial_id=trial_id, **common)
-    status = result.get("status", "failed")
-    return Outcome(metrics, status, result.get("error") or None, tune_trial_id=trial_id, **common)
+    status, reason = tune_status(result, error)
+    where = {"node": result.get("node"), "device": result.get("device"), "started_at": result.get("started_at")}
+    return Outcome(metrics, status, reason, tune_trial_id=trial_id, **where)
 
 
 def connect_ray(config: SearchConfig, address: str | None, log: Log) -> bool:
@@ -567,9 +538,9 @@ def tune_search(search: Search, config: SearchConfig, task: dict[str, Any], run_
             grace_period=config.scheduler.grace_steps,
             reduction_factor=config.scheduler.reduction_factor,
         )
-    storage = config.storage.ray_path or str(run_dir / "ray")
+    storage = ray_storage(config, run_dir)
     session = tune_session_name()
-    searcher = _searcher_class()(search, config.budget.time_limit_s)
+    searcher = _searcher_class()(search)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

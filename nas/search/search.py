@@ -41,9 +41,10 @@ from search_spaces import ArchSpec, SearchSpace
 
 from .base import Candidate, Controller
 from .objective import Objective, finite_or_none
-from .store import METRICS, TABLE_NAME, ResultsStore, StoreError
+from .run_dir import STATE_NAME, TABLE_NAME
+from .status import DUPLICATE, FAILED, OK, SCORED, STATUSES
+from .store import METRICS, ResultsStore, StoreError
 
-STATE_NAME = "search_state.json"
 STATE_VERSION = 1
 
 
@@ -56,7 +57,7 @@ class Outcome:
     """What a trial produced: its metrics (TrialResult.to_dict() keys) and where it ran."""
 
     metrics: dict[str, Any]
-    status: str = "ok"  # ok | failed | pruned
+    status: str = OK  # a row status (`nas.search.status`) other than duplicate
     error: str | None = None
     node: str | None = None
     device: str | None = None
@@ -65,6 +66,9 @@ class Outcome:
 
 
 class Search:
+    """The search of one run directory. With ``time_limit_s``, no new candidate is handed out once that
+    many seconds (of ``clock``) have passed since it was opened; the candidates running then finish."""
+
     def __init__(
         self,
         run_dir: str | Path,
@@ -76,6 +80,8 @@ class Search:
         seed: int = 0,
         max_duplicates: int = 100,
         on_change: Callable[[Search], None] | None = None,
+        time_limit_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -86,6 +92,9 @@ class Search:
         self.seed = seed
         self.max_duplicates = max_duplicates
         self.on_change = on_change
+        self.time_limit_s = time_limit_s
+        self.clock = clock
+        self.opened_at = clock()
         self.store = open_store(self.run_dir)
         self.state_path = self.run_dir / STATE_NAME
         self.next_id = 0
@@ -109,7 +118,7 @@ class Search:
     @property
     def trained(self) -> int:
         """Candidates trained or training (duplicates excluded): what the budget counts."""
-        return sum(r["status"] != "duplicate" for r in self.store.rows) + len(self.pending)
+        return sum(r["status"] != DUPLICATE for r in self.store.rows) + len(self.pending)
 
     @property
     def finished(self) -> bool:
@@ -117,6 +126,8 @@ class Search:
 
     def next_candidate(self) -> Candidate | None:
         """The next candidate to train, or None when the budget is spent or the space exhausted."""
+        if self.time_limit_s is not None and self.clock() - self.opened_at > self.time_limit_s:
+            self.stopped = True
         while True:
             if self.stopped:
                 return None
@@ -163,23 +174,26 @@ class Search:
     def _record_duplicate(self, candidate: Candidate, first: dict[str, Any]) -> None:
         now = _now()
         row = {k: first[k] for k in (*METRICS, "per_class_iou", "history", "objective", "node", "device", "seed")}
-        row.update(self._identity(candidate), status="duplicate", duplicate_of=first["trial_id"], attempts=0)
+        row.update(self._identity(candidate), status=DUPLICATE, duplicate_of=first["trial_id"], attempts=0)
         row.update(started_at=now, finished_at=now)
-        if first["status"] != "ok":
+        if first["status"] != OK:
             row["error"] = f"duplicate of trial {first['trial_id']} ({first['status']})"
         self.store.append(row)
         self.controller.tell(candidate, self._values(first))
         self.save_state()
 
     # ------------------------------------------------------------------------------ recording
-    def record(self, candidate: Candidate, outcome: Outcome) -> dict[str, Any]:
-        """Write the candidate's row, tell the controller, release its waiting duplicates."""
+    def record(self, candidate: Candidate, outcome: Outcome, retries: int = 0) -> dict[str, Any]:
+        """Write the candidate's row, tell the controller, release its waiting duplicates. ``retries``:
+        the times it was restarted after a lost worker or node, counted into its ``attempts``."""
+        if retries:
+            self.attempts[candidate.id] = self.attempts.get(candidate.id, 1) + retries
         m = outcome.metrics
         row = {k: m.get(k) for k in METRICS}
         for k in ("miou", "pixel_accuracy", "loss_final", "latency_ms", "peak_memory_mb"):
             row[k] = finite_or_none(row[k])
         row.update(self._identity(candidate))
-        values = self.objective.values(m) if outcome.status in ("ok", "pruned") else None
+        values = self.objective.values(m) if outcome.status in SCORED else None
         row.update(
             status=outcome.status,
             error=outcome.error,
@@ -194,8 +208,8 @@ class Search:
             started_at=_utc(outcome.started_at or self.started.get(candidate.id) or time.time()),
             finished_at=_now(),
         )
-        if outcome.status == "ok" and values is None:
-            row.update(status="failed", error=row["error"] or "no finite mIoU or cost")
+        if outcome.status == OK and values is None:
+            row.update(status=FAILED, error=row["error"] or "no finite mIoU or cost")
         self.store.append(row)  # first: the table is the ground truth after a crash
         failpoint("search.tell")
         self.pending.pop(candidate.id, None)
@@ -225,7 +239,7 @@ class Search:
         }
 
     def _values(self, row: dict[str, Any]):
-        return self.objective.values(row) if row["status"] in ("ok", "pruned") else None
+        return self.objective.values(row) if row["status"] in SCORED else None
 
     # ------------------------------------------------------------------------------ state
     def save_state(self) -> None:
@@ -269,7 +283,7 @@ class Search:
     # ------------------------------------------------------------------------------ views
     def summary(self) -> dict[str, Any]:
         rows = self.store.rows
-        counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "pruned", "duplicate")}
+        counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
         scored = [r for r in rows if r["objective"] is not None]
         best = max(scored, key=lambda r: r["objective"]) if scored else None
         return {**counts, "running": len(self.pending), "budget": self.budget, "best": best}
@@ -356,7 +370,7 @@ def read_state(path: Path, controller: Controller, store: ResultsStore) -> Saved
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SearchStateError(f"{path}: unreadable search state ({exc})") from None
     saved.next_id = _check_table(saved, store, path)
-    saved.recorded = sum(r["status"] != "duplicate" for r in store.rows)
+    saved.recorded = sum(r["status"] != DUPLICATE for r in store.rows)
     recorded_ids = store.by_trial()
     saved.unfinished = sum(c.id not in recorded_ids for c in (*saved.pending, *saved.parked))
     return saved
@@ -395,9 +409,9 @@ def _check_table(saved: SavedState, store: ResultsStore, path: Path) -> int:
     rows = store.by_trial()
     next_id = saved.next_id
     beyond = sorted(i for i in rows if i >= next_id)
-    if beyond == [next_id] and rows[next_id]["status"] == "duplicate":
+    if beyond == [next_id] and rows[next_id]["status"] == DUPLICATE:
         next_id += 1
-    never_started = sorted(i for i, r in rows.items() if r["status"] != "duplicate" and i not in saved.attempts)
+    never_started = sorted(i for i, r in rows.items() if r["status"] != DUPLICATE and i not in saved.attempts)
     foreign = sorted({i for i in rows if not 0 <= i < next_id} | set(never_started))
     if foreign:
         raise SearchStateError(
@@ -452,4 +466,4 @@ def _utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, timezone.utc)
 
 
-__all__ = ["STATE_NAME", "Outcome", "Search", "SearchSpace", "SearchStateError", "check_run_dir", "evaluate_in_process"]
+__all__ = ["Outcome", "Search", "SearchSpace", "SearchStateError", "check_run_dir", "evaluate_in_process"]

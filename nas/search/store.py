@@ -4,12 +4,7 @@ The table is the run's ground truth: a resumed search trusts it over any other s
 and `analysis.load_run` read it, and pandas can read it while the search runs (every write
 replaces the file in one rename, so a reader sees the previous table or the new one).
 
-Statuses: ``ok`` (trained and evaluated), ``failed`` (raised, diverged, ran out of memory, or its
-worker was lost more often than the retries allow; ``error`` says which), ``pruned`` (stopped
-early by the scheduler; its metrics are the last evaluation's) and ``duplicate`` (its spec had
-already been evaluated in this search: not trained again, the first evaluation's metrics are
-copied and ``duplicate_of`` names that trial; the spec may differ from that trial's in dead
-blocks only).
+Each row's ``status`` is one of `nas.search.status.STATUSES`.
 """
 
 from __future__ import annotations
@@ -26,8 +21,8 @@ from nas.common.errors import UserError
 from nas.common.faults import failpoint
 from search_spaces import ArchSpec
 
-TABLE_NAME = "trials.parquet"
-STATUSES = ("ok", "failed", "pruned", "duplicate")
+from .status import DUPLICATE, STATUSES
+
 METRICS = (
     "miou",
     "pixel_accuracy",
@@ -120,7 +115,7 @@ class ResultsStore:
         """The first trained (non-duplicate) row of every network (`ArchSpec.network_hash`)."""
         found: dict[str, dict[str, Any]] = {}
         for r in self.rows:
-            if r["status"] != "duplicate":
+            if r["status"] != DUPLICATE:
                 network = self._network_of.get(r["spec_hash"])
                 if network is None:
                     network = self._network_of[r["spec_hash"]] = ArchSpec.from_json(r["spec_json"]).network_hash

@@ -27,6 +27,8 @@ from proxy_tasks.task import task_from_dict
 from proxy_tasks.trial import CHECKPOINT_NAME, run_trial
 from search_spaces import ArchSpec
 
+from .status import FAILED, row_status
+
 MODEL_NAME = "model.pt"
 
 
@@ -93,7 +95,7 @@ def train_candidate(
                 {
                     **base,
                     "final": True,
-                    "status": "failed",
+                    "status": FAILED,
                     "error": message,
                     "traceback": traceback.format_exc(limit=8),
                     "miou": float("nan"),
@@ -102,7 +104,7 @@ def train_candidate(
             )
             return
         metrics = result.to_dict()
-        status = {"ok": "ok", "pruned": "pruned"}.get(result.status, "failed")
+        status = row_status(result.status)
         final = {
             **base,
             **_scalars(metrics),

@@ -1,0 +1,139 @@
+"""What a run directory holds: the names of its files and the small readers and writers of them.
+
+A search run directory (``nas search --out RUN_DIR``) holds
+
+* ``config.yaml``: the search config it was started with (`write_config`, `saved_config`);
+* ``trials.parquet``: one row per candidate (`nas.search.store`), the run's ground truth;
+* ``search_state.json``: the search's state for resuming (`nas.search.search`);
+* ``optuna.journal``: the Optuna study of a TPE or NSGA-II search without ``storage.optuna``;
+* ``ray/``: what Ray Tune writes (never read back), unless ``storage.ray_path`` says elsewhere;
+
+and after ``nas promote``
+
+* ``promoted.parquet``: one row per promoted model, proxy and full metrics side by side;
+* ``promoted/<hash>/``: ``spec.json``, ``model.pt`` and ``metrics.json`` of each promoted model;
+* ``promoted/summary.json``: the rank correlations between proxy and full mIoU;
+
+and after ``nas report``, ``report/``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from nas.common.atomic import atomic_path
+from nas.common.config import ConfigError, to_dict
+from nas.common.errors import UserError
+from nas.common.jsonutil import json_ready
+
+from .config import SearchConfig, search_config_from_dict
+
+CONFIG_NAME = "config.yaml"
+TABLE_NAME = "trials.parquet"
+STATE_NAME = "search_state.json"
+JOURNAL_NAME = "optuna.journal"
+RAY_DIR = "ray"
+PROMOTED_TABLE = "promoted.parquet"
+PROMOTED_DIR = "promoted"
+SUMMARY_NAME = "summary.json"  # in PROMOTED_DIR
+PROMOTED_SPEC = "spec.json"  # in PROMOTED_DIR/<hash>, beside the weights (`nas.search.trainable.MODEL_NAME`)
+PROMOTED_METRICS = "metrics.json"  # in PROMOTED_DIR/<hash>
+REPORT_DIR = "report"
+SEARCH_FILES = (CONFIG_NAME, TABLE_NAME, STATE_NAME)  # any of them: the directory holds a search
+
+
+class RunDirError(UserError):
+    """A run directory file that is missing where it is needed, or damaged; one line naming it."""
+
+
+def holds_search(run_dir: Path) -> bool:
+    return any((run_dir / name).exists() for name in SEARCH_FILES)
+
+
+# ---------------------------------------------------------------------------------- config.yaml
+def read_config(run_dir: Path) -> dict[str, Any] | None:
+    """The mapping in ``RUN_DIR/config.yaml`` as written (None without the file); not checked
+    against `SearchConfig`. `RunDirError` for a file that is not a YAML mapping."""
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        return None
+    data = _load_yaml(path)
+    if data is not None and not isinstance(data, dict):
+        raise RunDirError(f"{path}: damaged run config (not a mapping)")
+    return data or {}
+
+
+def saved_config(run_dir: Path) -> SearchConfig:
+    """The config a run was started with (``RUN_DIR/config.yaml``), checked."""
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: nothing to resume (no {CONFIG_NAME}); start it with --config")
+    try:
+        return search_config_from_dict(_load_yaml(path))
+    except ConfigError as exc:
+        raise RunDirError(f"{path}: damaged run config ({_one_line(exc)})") from None
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise RunDirError(f"{path}: damaged run config ({_one_line(exc)})") from None
+
+
+def write_config(config: SearchConfig, run_dir: Path) -> None:
+    with atomic_path(Path(run_dir) / CONFIG_NAME) as tmp:
+        tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+# ---------------------------------------------------------------------------------- storage elsewhere
+def optuna_storage(config: SearchConfig, run_dir: Path) -> str:
+    """Where the Optuna study lives: ``storage.optuna``, else the run's journal file."""
+    return config.storage.optuna or str(Path(run_dir) / JOURNAL_NAME)
+
+
+def ray_storage(config: SearchConfig, run_dir: Path) -> str:
+    """Where Ray Tune writes its experiments: ``storage.ray_path``, else ``RUN_DIR/ray``."""
+    return config.storage.ray_path or str(Path(run_dir) / RAY_DIR)
+
+
+# ---------------------------------------------------------------------------------- promoted models
+def promoted_dir(run_dir: Path, spec_hash: str | None = None) -> Path:
+    """``RUN_DIR/promoted``, or the folder of the promoted model ``spec_hash`` in it."""
+    folder = Path(run_dir) / PROMOTED_DIR
+    return folder if spec_hash is None else folder / spec_hash
+
+
+def write_promoted(run_dir: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """``promoted.parquet`` (one row per promoted model) and ``promoted/summary.json``."""
+    with atomic_path(Path(run_dir) / PROMOTED_TABLE) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows), tmp)
+    write_json(promoted_dir(run_dir) / SUMMARY_NAME, summary)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """``data`` as indented JSON at ``path`` (NaN and infinities as null), replaced atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(json_ready(data), indent=2))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object at ``path``; {} without the file or for JSON that is not an object."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{path}: damaged JSON ({_one_line(exc)})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
