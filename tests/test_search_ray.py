@@ -152,7 +152,7 @@ def test_the_time_limit_stops_new_trials_on_ray(tmp_path, local_ray, monkeypatch
     search = run_search(config, tmp_path / "run", log=lambda _: None)
     # Read when opened (0 s), then at each ask: 1 s and 2 s hand out trials, 3 s is past the limit.
     table = pd.read_parquet(tmp_path / "run" / "trials.parquet")
-    assert list(table["trial_id"]) == [0, 1] and (table["status"] == "ok").all()
+    assert sorted(table["trial_id"]) == [0, 1] and (table["status"] == "ok").all()  # in the order they finish
     assert search.stopped and search.finished
 
 
