@@ -17,7 +17,7 @@ from typing import Any
 
 from nas.common.errors import UserError
 from search_spaces import SearchSpace, SpaceOptions, SpecError, get_spec, mutate, published_names, resolve_spec, sample
-from search_spaces.spec import ArchSpec
+from search_spaces.spec import MAX_CLASSES, ArchSpec
 
 
 class CliError(UserError):
@@ -37,7 +37,6 @@ class NasArgumentParser(argparse.ArgumentParser):
 
 # Bounds of numeric options: generous for any real use, small enough that nothing runs out of memory.
 MAX_IMAGE_SIDE = 4096  # twice a Cityscapes frame's 2048
-MAX_CLASSES = 1000
 MAX_DPI = 1200
 MAX_MUTATION_STEPS = 10_000
 MAX_SEED = 2**32 - 1  # 32 bits, the range most tools take

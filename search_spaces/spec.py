@@ -45,6 +45,7 @@ SPEC_FORMAT = 1
 # spec from asking for more memory or time than a machine has.
 MAX_BLOCKS = 128
 MAX_CHANNELS = 2048  # any layer's width: stem, a block's width before and after scaling, endpoint, ASPP, decoder
+MAX_CLASSES = 1000  # classes a segmentation head may predict (COCO-Stuff has 182, ADE20K-Full 847)
 MAX_FILTER_SIZE_SCALE = 4.0
 MAX_RESAMPLE_ALPHA = 4.0
 MAX_BLOCK_REPEATS = 8

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_spaces.spec import STEM, ArchSpec, scaled_width
+from search_spaces.spec import MAX_CLASSES, STEM, ArchSpec, scaled_width
 
 from .layers import (
     ASPP,
@@ -191,6 +191,6 @@ def build_backbone(spec: ArchSpec) -> Backbone:
 
 def build_model(spec: ArchSpec, num_classes: int) -> SegmentationModel:
     """The whole segmentation network of ``spec`` for ``num_classes`` classes."""
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= MAX_CLASSES:
+        raise ValueError(f"num_classes must be an integer in [1, {MAX_CLASSES}], got {num_classes!r}")
     return SegmentationModel(spec, num_classes)

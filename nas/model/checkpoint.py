@@ -10,6 +10,7 @@ import torch
 from nas.common.atomic import atomic_path
 from nas.common.errors import UserError
 from search_spaces import ArchSpec, SpecError
+from search_spaces.spec import MAX_CLASSES
 
 from .builder import SegmentationModel, build_model
 
@@ -45,7 +46,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Se
         spec = ArchSpec.from_json(payload["spec"])
     except SpecError as exc:
         raise CheckpointError(f"{path}: bad spec: {exc}") from None
-    model = build_model(spec, int(payload["num_classes"]))
+    num_classes = payload["num_classes"]
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= MAX_CLASSES:
+        raise CheckpointError(f"{path}: num_classes must be an integer in [1, {MAX_CLASSES}], got {num_classes!r}")
+    model = build_model(spec, num_classes)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
