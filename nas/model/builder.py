@@ -192,5 +192,5 @@ def build_backbone(spec: ArchSpec) -> Backbone:
 def build_model(spec: ArchSpec, num_classes: int) -> SegmentationModel:
     """The whole segmentation network of ``spec`` for ``num_classes`` classes."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= MAX_CLASSES:
-        raise ValueError(f"num_classes must be an integer in [1, {MAX_CLASSES}], got {num_classes!r}")
+        raise ValueError(f"num_classes must be a positive integer of at most {MAX_CLASSES}, got {num_classes!r}")
     return SegmentationModel(spec, num_classes)

@@ -48,7 +48,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Se
         raise CheckpointError(f"{path}: bad spec: {exc}") from None
     num_classes = payload["num_classes"]
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= MAX_CLASSES:
-        raise CheckpointError(f"{path}: num_classes must be an integer in [1, {MAX_CLASSES}], got {num_classes!r}")
+        raise CheckpointError(
+            f"{path}: num_classes must be a positive integer of at most {MAX_CLASSES}, got {num_classes!r}"
+        )
     model = build_model(spec, num_classes)
     try:
         model.load_state_dict(payload["state_dict"])
