@@ -83,6 +83,17 @@ def read_image(path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+
+
 def read_mask(path: Path) -> np.ndarray:
     """Label indices of a mask PNG: a palette PNG's indices (VOC) or a single-channel image."""
     from PIL import Image, UnidentifiedImageError
@@ -120,6 +131,13 @@ class FileSegmentationDataset:
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def longer_sides(self, most: int | None = None) -> list[int]:
+        """The longer side of the images (at most ``most`` of them, evenly spaced), read from their headers."""
+        pairs = self.pairs
+        if most is not None and len(pairs) > most:
+            pairs = [pairs[round(i * (len(pairs) - 1) / max(1, most - 1))] for i in range(most)]
+        return [max(image_size(image)) for image, _ in pairs]
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, mask_path = self.pairs[index]
