@@ -63,6 +63,12 @@ image_side = int_in(1, MAX_IMAGE_SIDE)
 seed_int = int_in(0, MAX_SEED)
 
 
+def available_cores() -> int:
+    """The cores this process may run on: its CPU affinity (what a container or `taskset` allows),
+    not the machine's count, which torch's default may take and then oversubscribe."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def check_device(name: str) -> str:
     """``name`` if this machine has that torch device, else a `CliError`; every ``--device`` passes here."""
     import torch
@@ -225,6 +231,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     if task.dataset.kind != "synthetic":
         build_datasets(task, fidelity)  # and on missing files: indexing a dataset folder reads no image
     device = _device(args.device)
+    import torch
+
+    torch.set_num_threads(args.threads)
     out = check_output_dir(args.out or f"runs/train-{spec.name or spec.hash}-{task.name}-{args.fidelity}", "--out")
     if (out / "metrics.json").exists():
         raise CliError(f"{out} holds a finished run; choose another --out")
@@ -239,13 +248,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
     log.info(
-        "train %s (%s) on %s at %s fidelity, seed %d, device %s",
+        "train %s (%s) on %s at %s fidelity (crop %d, resolution %.4g), seed %d, device %s, %d threads",
         spec.name,
         spec.hash,
         task.name,
         args.fidelity,
+        fidelity.crop,
+        fidelity.resolution,
         args.seed,
         device,
+        args.threads,
     )
 
     from tqdm import tqdm
@@ -332,7 +344,7 @@ def cmd_task_show(args: argparse.Namespace) -> None:
 
     from proxy_tasks.task import load_task
 
-    print(yaml.safe_dump(load_task(args.task).to_dict(), sort_keys=False), end="")
+    print(yaml.safe_dump(load_task(args.task).applicable_dict(), sort_keys=False), end="")
 
 
 def cmd_search(args: argparse.Namespace) -> None:
@@ -572,6 +584,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="dataset folder for file-based tasks")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=available_cores(),
+        help="torch compute threads (default: the cores this process may run on, %(default)s here; "
+        "give fewer when other work shares the machine)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a task's validation set")
@@ -619,7 +638,7 @@ def make_parser() -> argparse.ArgumentParser:
     task = sub.add_parser("task", help="built-in tasks").add_subparsers(dest="task_command", required=True)
     p = task.add_parser("list", help="list the built-in tasks")
     p.set_defaults(func=cmd_task_list)
-    p = task.add_parser("show", help="print a task's full config as YAML")
+    p = task.add_parser("show", help="print a task's config as YAML (the settings its dataset uses)")
     p.add_argument("task")
     p.set_defaults(func=cmd_task_show)
     return parser

@@ -9,6 +9,10 @@ short training at reduced image size).
 
 from __future__ import annotations
 
+import json
+import math
+import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -53,10 +57,33 @@ class DatasetConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
+# Sizes taken from the data are rounded up to a multiple of the networks' output stride.
+OUTPUT_STRIDE = 32
+# A median of this many training images (evenly spaced) sizes a preset: reading every header of a
+# large dataset at each trial start would cost seconds and move the median by a pixel or two.
+SIZED_FROM_IMAGES = 256
+
+
+@dataclass(frozen=True)
+class FromData:
+    """A size taken from the training images: the ``median`` (or ``max``) of their longer sides,
+    at most ``max_side`` pixels. As a crop: that side after ``resolution``, rounded up to a multiple
+    of 32; as a resolution: the factor (at most 1) that brings that side down to ``max_side``."""
+
+    side: Literal["median", "max"] = "median"
+    max_side: int = 512
+
+    def __post_init__(self) -> None:
+        _positive(self, "max_side")
+
+
 @dataclass(frozen=True)
 class Fidelity:
-    resolution: float = 1.0  # images are resized by this factor (synthetic: rendered at this size)
-    crop: int = 512  # square training crop after resizing
+    # Resolution and crop are a number or a size taken from the data (a `FromData` mapping, or
+    # ``auto`` for its defaults). Typed Any for the config reader and parsed in __post_init__, so
+    # that a wrong value's message says what either form expects.
+    resolution: Any = 1.0  # images are resized by this factor (synthetic: rendered at this size)
+    crop: Any = 512  # square training crop after resizing
     width: float = 1.0  # multiplies every channel count of the network (SpineNet's proxy: 0.25)
     resample_alpha: float | None = None  # overrides the spec's (SpineNet's proxy: 0.25)
     steps: int = 1000
@@ -70,7 +97,10 @@ class Fidelity:
     ema_decay: float | None = None
 
     def __post_init__(self) -> None:
-        _positive(self, "resolution", "crop", "width", "steps", "batch_size")
+        object.__setattr__(self, "resolution", _size("resolution", self.resolution, float))
+        object.__setattr__(self, "crop", _size("crop", self.crop, int))
+        _positive(self, *(name for name in ("resolution", "crop") if not self.from_data(name)))
+        _positive(self, "width", "steps", "batch_size")
         if self.eval_every < 0:
             raise ConfigError(f"eval_every: must be >= 0, got {self.eval_every}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
@@ -79,6 +109,21 @@ class Fidelity:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{name}: must be > 0 or null, got {value}")
+
+    def from_data(self, name: str = "") -> bool:
+        """Whether field ``name`` (any field, when not given) is taken from the training images."""
+        names = (name,) if name else ("resolution", "crop")
+        return any(isinstance(getattr(self, n), FromData) for n in names)
+
+    def sized(self, longer_sides: list[int]) -> Fidelity:
+        """This preset with its sizes taken from the training images' ``longer_sides`` (see `FromData`)."""
+        resolution, crop = self.resolution, self.crop
+        if isinstance(resolution, FromData):
+            resolution = min(1.0, resolution.max_side / _statistic(longer_sides, resolution.side))
+        if isinstance(crop, FromData):
+            side = _statistic(longer_sides, crop.side) * resolution
+            crop = min(crop.max_side, max(OUTPUT_STRIDE, math.ceil(side / OUTPUT_STRIDE) * OUTPUT_STRIDE))
+        return replace(self, resolution=resolution, crop=crop)
 
 
 @dataclass(frozen=True)
@@ -131,13 +176,46 @@ class TaskConfig:
         if not self.fidelities:
             raise ConfigError("fidelities: at least one preset (smoke, proxy, full) is needed")
 
-    def fidelity(self, name: str) -> Fidelity:
+    def preset(self, name: str) -> Fidelity:
+        """The fidelity ``name`` as written (sizes taken from the data not yet known)."""
         if name not in self.fidelities:
             raise ConfigError(f"task {self.name!r} has no fidelity {name!r} (has: {', '.join(self.fidelities)})")
         return self.fidelities[name]
 
+    def fidelity(self, name: str) -> Fidelity:
+        """The fidelity ``name`` ready to train: sizes taken from the data are read from the training images."""
+        preset = self.preset(name)
+        return preset.sized(training_sides(self, preset)) if preset.from_data() else preset
+
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
+
+    def applicable_dict(self) -> dict[str, Any]:
+        """`to_dict` without the settings this task's dataset does not use (what `nas task show` prints)."""
+        data = self.to_dict()
+        if self.dataset.kind == "synthetic":
+            for unused in ("root", "train_split", "val_split"):
+                del data["dataset"][unused]
+        else:
+            del data["dataset"]["synthetic"]
+        return data
+
+
+def _size(name: str, value: Any, number: type[int] | type[float]) -> int | float | FromData:
+    """``value`` of field ``name``: a number of type ``number``, ``auto`` or a `FromData` mapping."""
+    if value == "auto":
+        return FromData()
+    if isinstance(value, FromData):
+        return value
+    if isinstance(value, Mapping):
+        return from_dict(FromData, value, name)
+    expected = "an integer" if number is int else "a number"
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not is_number or (number is int and not isinstance(value, int)):
+        shown = json.dumps(value) if isinstance(value, (str, int, float)) else type(value).__name__
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise ConfigError(f"{name}: expected {expected}, got {shown} (or auto, or {{side: median|max, max_side: N}})")
+    return number(value)
 
 
 def _positive(obj: object, *names: str) -> None:
@@ -184,10 +262,7 @@ def build_datasets(task: TaskConfig, fidelity: Fidelity):
         train = SyntheticDataset(n_train, size, s.seed, s.min_objects, s.max_objects, shapes)
         val = SyntheticDataset(n_val, size, s.seed + 1_000_003, s.min_objects, s.max_objects, shapes)
         return train, val
-    if ds.root is None:
-        raise ConfigError(f"dataset.root: the {ds.kind} task needs a dataset folder (--data-root)")
-    make = {"cityscapes": cityscapes, "voc": voc, "folder": folder}[ds.kind]
-    train, val = make(ds.root, ds.train_split), make(ds.root, ds.val_split)
+    train, val = _file_dataset(task, ds.train_split), _file_dataset(task, ds.val_split)
     if train.class_names != val.class_names:
         raise DatasetError(f"{ds.root}: train and val class lists differ")
     if fidelity.train_images:
@@ -195,6 +270,30 @@ def build_datasets(task: TaskConfig, fidelity: Fidelity):
     if fidelity.val_images:
         val.pairs = val.pairs[: fidelity.val_images]
     return train, val
+
+
+def _file_dataset(task: TaskConfig, split: str):
+    ds = task.dataset
+    if ds.root is None:
+        raise ConfigError(f"dataset.root: the {ds.kind} task needs a dataset folder (--data-root)")
+    make = {"cityscapes": cityscapes, "voc": voc, "folder": folder}[ds.kind]
+    return make(ds.root, split)
+
+
+def training_sides(task: TaskConfig, fidelity: Fidelity) -> list[int]:
+    """The longer side of the training images ``fidelity`` trains on, at native resolution (for a
+    large training set, those of `SIZED_FROM_IMAGES` evenly spaced images unless a preset takes the max)."""
+    if task.dataset.kind == "synthetic":
+        return [task.dataset.synthetic.image_size]
+    train = _file_dataset(task, task.dataset.train_split)
+    if fidelity.train_images:
+        train.pairs = train.pairs[: fidelity.train_images]
+    takes_max = any(isinstance(v, FromData) and v.side == "max" for v in (fidelity.resolution, fidelity.crop))
+    return train.longer_sides(None if takes_max else SIZED_FROM_IMAGES)
+
+
+def _statistic(values: list[int], name: str) -> float:
+    return float(max(values)) if name == "max" else float(statistics.median(values))
 
 
 # ------------------------------------------------------------------------------------ model

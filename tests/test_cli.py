@@ -11,6 +11,7 @@ import pytest
 
 from nas.cli import main
 from nas.search.config import SpaceConfig
+from proxy_tasks.task import TASKS_DIR
 from search_spaces import ArchSpec, get_spec, sample
 
 NAS = [sys.executable, "-m", "nas.cli"]
@@ -123,3 +124,62 @@ def test_bad_spec_file_names_the_file(tmp_path: Path) -> None:
     result = run("arch", "info", str(bad))
     assert result.returncode == 2
     assert f"{bad}: block 0: dilation must be >= 1" in result.stderr
+
+
+# ------------------------------------------------------------------------------------ tasks and training
+def test_task_show_prints_only_what_the_dataset_uses(capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    assert main(["task", "show", "folder"]) == 0
+    folder = yaml.safe_load(capsys.readouterr().out)
+    assert folder["dataset"] == {"kind": "folder", "root": None, "train_split": "train", "val_split": "val"}
+    assert folder["fidelities"]["proxy"]["crop"] == {"side": "median", "max_side": 128}
+    assert main(["task", "show", "synthetic"]) == 0
+    synthetic = yaml.safe_load(capsys.readouterr().out)
+    assert set(synthetic["dataset"]) == {"kind", "synthetic"} and synthetic["fidelities"]["proxy"]["crop"] == 128
+
+
+def _flat_dataset(root: Path) -> Path:
+    """A flat-layout folder dataset (images/, masks/, train.txt, val.txt) of 12x16 px images."""
+    import numpy as np
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("sky\nground\n")
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)).save(root / "images" / f"im{i}.jpg")
+        mask = np.zeros((12, 16), dtype=np.uint8)
+        mask[6:] = 1
+        Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
+    (root / "train.txt").write_text("im0\nim1.jpg\nimages/im2.jpg\nim3\n")
+    (root / "val.txt").write_text("im4\n")
+    return root
+
+
+def test_train_on_a_flat_folder_dataset_with_a_crop_from_the_data(tmp_path: Path) -> None:
+    import torch
+    import yaml
+
+    data = _flat_dataset(tmp_path / "data")
+    task = yaml.safe_load((TASKS_DIR / "folder.yaml").read_text())
+    task["fidelities"]["smoke"].update(resolution=1.0, crop="auto")
+    (tmp_path / "task.yaml").write_text(yaml.safe_dump(task))
+    argv = ["train", "--arch", "spinenet-49s", "--task", str(tmp_path / "task.yaml"), "--fidelity", "smoke"]
+    threads = torch.get_num_threads()
+    try:
+        assert main([*argv, "--data-root", str(data), "--out", str(tmp_path / "out"), "--quiet", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["steps"] == 4 and metrics["class_names"] == ["sky", "ground"]
+    assert "(crop 32, resolution 1)" in (tmp_path / "out" / "train.log").read_text()  # 16 px rounded up to 32
+    assert "1 threads" in (tmp_path / "out" / "train.log").read_text()
+
+
+def test_train_threads_must_be_positive(tmp_path: Path) -> None:
+    result = run("train", "--arch", "spinenet-49s", "--threads", "0", "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "--threads" in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "o").exists()

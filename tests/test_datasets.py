@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -274,3 +275,66 @@ def test_folder_bad_data_names_the_file(tmp_path: Path, damage, message: str) ->
         data = folder(tmp_path, "train")
         for i in range(len(data)):
             data[i]
+
+
+def _flat_folder_tree(root: Path, train: str = "img0\nimg1.png\nimages/sub/img2.jpg\n", val: str = "img3\n") -> None:
+    """The flat layout: images/ (one in a subfolder, one a JPEG), masks/, and train.txt / val.txt lists."""
+    (root / "classes.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("sky\nground\ntree\n")
+    mask = np.zeros((12, 16), dtype=np.uint8)
+    mask[6:] = 1
+    mask[8:, 10:] = 2
+    for name in ("img0", "img1", "sub/img2", "img3"):
+        image = root / "images" / f"{name}.png"
+        _png(image, _rgb(seed=len(name)))
+        _png(root / "masks" / f"{name}.png", mask)
+    jpeg = root / "images" / "sub" / "img2.png"
+    Image.open(jpeg).convert("RGB").save(jpeg.with_suffix(".jpg"))
+    jpeg.unlink()
+    (root / "train.txt").write_text(train)
+    (root / "val.txt").write_text(val)
+
+
+def test_folder_flat_layout_reads_ids_names_and_paths(tmp_path: Path) -> None:
+    _flat_folder_tree(tmp_path)
+    train, val = folder(tmp_path, "train"), folder(tmp_path, "val")
+    assert [image.relative_to(tmp_path).as_posix() for image, _ in train.pairs] == [
+        "images/img0.png",
+        "images/img1.png",
+        "images/sub/img2.jpg",
+    ]
+    assert [mask.relative_to(tmp_path).as_posix() for _, mask in train.pairs][2] == "masks/sub/img2.png"
+    assert len(val) == 1 and train.class_names == ("sky", "ground", "tree")
+    image, mask = train[2]
+    assert image.shape == (12, 16, 3) and mask[0, 0] == 0 and mask[7, 0] == 1 and mask[9, 12] == 2
+
+
+@pytest.mark.parametrize(
+    ("train", "damage", "message"),
+    [
+        ("img0\nimg9\n", None, r"train\.txt: line 2 'img9': missing image .*images/img9\.\*$"),
+        ("img0.png\nimg9.jpg\n", None, r"train\.txt: line 2 'img9.jpg': missing image .*images/img9\.jpg$"),
+        ("img0\nimg1\n", lambda r: (r / "masks" / "img1.png").unlink(), r"line 2 'img1': missing mask .*masks/img1"),
+        ("img0\nimg0.png\n", None, r"line 2 'img0.png': listed twice \(also line 1\)"),
+        ("img0\n../img1\n", None, r"line 2 '\.\./img1': not a path inside the dataset folder"),
+        ("img0\n", lambda r: _png(r / "images" / "img0.jpg", _rgb()), r"line 1 'img0': img0.jpg and img0.png have"),
+        ("\n\n", None, r"train\.txt: empty split list"),
+        ("img0\n", lambda r: shutil.rmtree(r / "masks"), r"masks: mask folder not found"),
+        ("img0\n", lambda r: (r / "train.txt").unlink(), r"no 'train' split found; accepted layouts: <split>/images/"),
+        ("img0\n", lambda r: (r / "train" / "images").mkdir(parents=True), r"both train/images/ and train\.txt"),
+    ],
+)
+def test_folder_flat_layout_errors_name_the_line(tmp_path: Path, train: str, damage, message: str) -> None:
+    _flat_folder_tree(tmp_path, train=train)
+    if damage is not None:
+        damage(tmp_path)
+    with pytest.raises(DatasetError, match=message) as caught:
+        folder(tmp_path, "train")
+    assert "\n" not in str(caught.value)
+
+
+def test_folder_without_either_layout_names_both(tmp_path: Path) -> None:
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    (tmp_path / "images").mkdir()
+    with pytest.raises(DatasetError, match=r"or images/ and masks/ with a <split>\.txt list"):
+        folder(tmp_path, "val")

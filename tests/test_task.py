@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from nas.common.config import ConfigError
-from proxy_tasks.task import Fidelity, TaskConfig, builtin_tasks, load_task, scale_spec, task_from_dict
+from proxy_tasks.task import Fidelity, FromData, TaskConfig, builtin_tasks, load_task, scale_spec, task_from_dict
 from search_spaces import get_spec
 
 
@@ -128,3 +128,89 @@ def test_scale_spec_applies_width_and_alpha() -> None:
     assert scaled.blocks == spec.blocks
     assert scale_spec(spec, Fidelity()) is spec
     assert isinstance(load_task("synthetic"), TaskConfig)
+
+
+# ------------------------------------------------------------------------------------ sized to the data
+def _image_folder(root: Path, height: int, width: int, count: int = 3) -> Path:
+    """A flat-layout folder dataset of ``count`` training images and one validation image of one size."""
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("background\nthing\n")
+    for i in range(count + 1):
+        Image.new("RGB", (width, height), (i, 2 * i, 3 * i)).save(root / "images" / f"im{i}.png")
+        Image.new("L", (width, height), i % 2).save(root / "masks" / f"im{i}.png")
+    (root / "train.txt").write_text("".join(f"im{i}\n" for i in range(count)))
+    (root / "val.txt").write_text(f"im{count}\n")
+    return root
+
+
+def test_folder_presets_take_their_crop_from_small_images(tmp_path: Path) -> None:
+    # 80x100 px images: every preset trains on crops of 128 px (100 rounded up to a multiple of 32)
+    # at native resolution, not on 256 or 512 px crops that would be mostly padding.
+    task = load_task("folder", str(_image_folder(tmp_path, 80, 100)))
+    sized = {name: (task.fidelity(name).resolution, task.fidelity(name).crop) for name in task.fidelities}
+    assert sized == {
+        "smoke": (0.25, 64),
+        "proxy": (1.0, 128),
+        "proxy-gpu": (1.0, 128),
+        "promote": (1.0, 128),
+        "full": (1.0, 128),
+    }
+    assert isinstance(task.preset("full").crop, FromData) and task.preset("full").crop.max_side == 512
+
+
+def test_folder_presets_bring_large_images_down_to_their_size(tmp_path: Path) -> None:
+    task = load_task("folder", str(_image_folder(tmp_path, 400, 600)))
+    proxy, gpu, full = task.fidelity("proxy"), task.fidelity("proxy-gpu"), task.fidelity("full")
+    assert (proxy.resolution, proxy.crop) == (pytest.approx(128 / 600), 128)
+    assert (gpu.resolution, gpu.crop) == (pytest.approx(512 / 600), 512)
+    assert (full.resolution, full.crop) == (1.0, 512)  # capped: 600 px rounds up to 608
+
+
+def test_sizes_from_data_follow_their_rule() -> None:
+    sides = [80, 100, 300]
+    assert Fidelity(crop="auto").sized(sides).crop == 128  # the median, 100, rounded up to 128
+    assert Fidelity(crop="auto") == Fidelity(crop=FromData(side="median", max_side=512))
+    assert Fidelity(crop=FromData(side="max", max_side=1000)).sized(sides).crop == 320
+    assert Fidelity(crop=FromData(side="max", max_side=256)).sized(sides).crop == 256
+    assert Fidelity(crop=FromData(max_side=1000)).sized([10, 12]).crop == 32  # at least one output stride
+    halved = Fidelity(resolution=FromData(max_side=50), crop="auto").sized(sides)
+    assert (halved.resolution, halved.crop) == (0.5, 64)
+    assert Fidelity(resolution=0.5, crop=96).sized(sides) == Fidelity(resolution=0.5, crop=96)
+
+
+def test_sizes_from_data_load_from_files_and_are_checked(tmp_path: Path) -> None:
+    auto = _with(tmp_path / "t.yaml", fidelities__smoke__crop="auto")
+    task = load_task(auto)
+    assert task.fidelity("smoke").crop == 64  # synthetic: 256 px scenes at resolution 0.25
+    assert (
+        load_task(
+            _with(tmp_path / "r.yaml", **{"fidelities__smoke__crop": task.to_dict()["fidelities"]["smoke"]["crop"]})
+        )
+        == task
+    )
+    for bad, message in (
+        ({"side": "mean"}, r"fidelities\.smoke\.crop\.side: \"mean\" is not one of median, max"),
+        ({"max_side": 0}, r"fidelities\.smoke\.crop\.max_side: must be > 0, got 0"),
+        ("big", r"fidelities\.smoke\.crop: expected an integer, got \"big\" \(or auto, or \{side: median\|max"),
+        ("x" * 100, r"fidelities\.smoke\.crop: expected an integer, got \"x{36}\.\.\. \(or auto"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_task(_with(tmp_path / "bad.yaml", fidelities__smoke__crop=bad))
+    with pytest.raises(ConfigError, match=r"dataset\.root: the folder task needs a dataset folder"):
+        load_task("folder").fidelity("proxy")
+    assert load_task("folder").preset("proxy").width == 0.25  # the preset as written needs no data
+
+
+def test_synthetic_presets_are_not_taken_from_data() -> None:
+    task = load_task("synthetic")
+    assert not any(preset.from_data() for preset in task.fidelities.values())
+
+
+def test_applicable_dict_leaves_out_the_other_datasets_settings() -> None:
+    folder, synthetic = load_task("folder").applicable_dict(), load_task("synthetic").applicable_dict()
+    assert "synthetic" not in folder["dataset"] and folder["dataset"]["kind"] == "folder"
+    assert set(synthetic["dataset"]) == {"kind", "synthetic"}
+    assert folder["fidelities"]["proxy"]["crop"] == {"side": "median", "max_side": 128}

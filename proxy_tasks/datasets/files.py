@@ -8,7 +8,7 @@ Nothing is skipped silently.
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -83,6 +83,17 @@ def read_image(path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+
+
 def read_mask(path: Path) -> np.ndarray:
     """Label indices of a mask PNG: a palette PNG's indices (VOC) or a single-channel image."""
     from PIL import Image, UnidentifiedImageError
@@ -120,6 +131,13 @@ class FileSegmentationDataset:
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def longer_sides(self, most: int | None = None) -> list[int]:
+        """The longer side of the images (at most ``most`` of them, evenly spaced), read from their headers."""
+        pairs = self.pairs
+        if most is not None and len(pairs) > most:
+            pairs = [pairs[round(i * (len(pairs) - 1) / max(1, most - 1))] for i in range(most)]
+        return [max(image_size(image)) for image, _ in pairs]
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, mask_path = self.pairs[index]
@@ -200,10 +218,38 @@ def voc(root: str | Path, split: str) -> FileSegmentationDataset:
     return FileSegmentationDataset(pairs, VOC_CLASSES)
 
 
+FOLDER_LAYOUTS = (
+    "<split>/images/ with <split>/masks/, or images/ and masks/ with a <split>.txt list of ids "
+    "(and classes.txt in both)"
+)
+
+
 def folder(root: str | Path, split: str) -> FileSegmentationDataset:
-    """``<split>/images/<name>.<ext>`` with ``<split>/masks/<name>.png``; class names in ``classes.txt``."""
+    """A folder of images and masks in either of two layouts, class names in ``classes.txt``:
+
+    - per split: ``<split>/images/<name>.<ext>`` with ``<split>/masks/<name>.png``;
+    - flat (what most datasets ship): ``images/``, ``masks/`` and a ``<split>.txt`` list, one image
+      per line as an id (``img0``), a file name (``img0.jpg``) or a path (``images/sub/img0.jpg``).
+
+    Mask values are class indices (255: ignore).
+    """
     root = Path(root)
-    names_file = root / "classes.txt"
+    names = _class_names(root / "classes.txt")
+    split_dir, listing = root / split, root / f"{split}.txt"
+    if (split_dir / "images").is_dir() or (split_dir / "masks").is_dir():
+        if listing.is_file():
+            raise DatasetError(f"{root}: both {split}/images/ and {split}.txt; keep one layout")
+        pairs = _split_folder_pairs(split_dir)
+    elif listing.is_file():
+        _require_dir(root / "images", "image")
+        _require_dir(root / "masks", "mask")
+        pairs = _listed_pairs(root, listing)
+    else:
+        raise DatasetError(f"{root}: no {split!r} split found; accepted layouts: {FOLDER_LAYOUTS}")
+    return FileSegmentationDataset(pairs, names)
+
+
+def _class_names(names_file: Path) -> tuple[str, ...]:
     if not names_file.is_file():
         raise DatasetError(f"{names_file}: class-names file not found (one class name per line)")
     names = tuple(_read_lines(names_file))
@@ -211,7 +257,12 @@ def folder(root: str | Path, split: str) -> FileSegmentationDataset:
         raise DatasetError(f"{names_file}: no class names")
     if len(names) > IGNORE_INDEX:
         raise DatasetError(f"{names_file}: {len(names)} classes; at most {IGNORE_INDEX} fit 8-bit masks")
-    images_root, masks_root = root / split / "images", root / split / "masks"
+    return names
+
+
+def _split_folder_pairs(split_dir: Path) -> list[tuple[Path, Path]]:
+    """Every image of ``<split>/images`` with its mask; a mask without its image is an error too."""
+    images_root, masks_root = split_dir / "images", split_dir / "masks"
     _require_dir(images_root, "image")
     _require_dir(masks_root, "mask")
     pairs = []
@@ -230,4 +281,62 @@ def folder(root: str | Path, split: str) -> FileSegmentationDataset:
             raise DatasetError(f"{images_root / mask.stem}.*: missing image for {mask}")
     if not pairs:
         raise DatasetError(f"{images_root}: no images")
-    return FileSegmentationDataset(pairs, names)
+    return pairs
+
+
+def _listed_pairs(root: Path, listing: Path) -> list[tuple[Path, Path]]:
+    """The (image, mask) of every line of ``listing``; a line without either is an error naming it."""
+    entries = _read_lines(listing)
+    if not entries:
+        raise DatasetError(f"{listing}: empty split list")
+    pairs = []
+    line_of: dict[PurePosixPath, int] = {}
+    for number, entry in enumerate(entries, 1):
+        where = f"{listing}: line {number} {_shown(entry)}"
+        name = _listed_name(entry, where)
+        if name in line_of:
+            raise DatasetError(f"{where}: listed twice (also line {line_of[name]})")
+        line_of[name] = number
+        image = _listed_image(root / "images", entry, name, where)
+        mask = root / "masks" / f"{name}.png"
+        if not mask.is_file():
+            raise DatasetError(f"{where}: missing mask {mask}")
+        pairs.append((image, mask))
+    return pairs
+
+
+def _shown(entry: str) -> str:
+    return repr(entry if len(entry) <= 60 else entry[:57] + "...")
+
+
+def _listed_name(entry: str, where: str) -> PurePosixPath:
+    """The image's path under ``images/`` without its extension (a mask has the same, with .png)."""
+    path = PurePosixPath(entry.replace("\\", "/"))
+    if not path.parts or path.is_absolute() or ".." in path.parts:
+        raise DatasetError(f"{where}: not a path inside the dataset folder")
+    if path.parts[0] == "images" and len(path.parts) > 1:
+        path = path.relative_to("images")  # a path relative to the dataset folder
+    return path.with_suffix("") if path.suffix.lower() in IMAGE_SUFFIXES else path
+
+
+def _listed_image(images_root: Path, entry: str, name: PurePosixPath, where: str) -> Path:
+    suffix = PurePosixPath(entry).suffix
+    if suffix.lower() in IMAGE_SUFFIXES:
+        image = images_root / name.parent / (name.name + suffix)
+        if not image.is_file():
+            raise DatasetError(f"{where}: missing image {image}")
+        return image
+    found = [
+        p
+        for p in sorted((images_root / name).parent.glob(f"{_glob_escape(name.name)}.*"))
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.stem == name.name
+    ]
+    if not found:
+        raise DatasetError(f"{where}: missing image {images_root / name}.*")
+    if len(found) > 1:
+        raise DatasetError(f"{where}: {found[0].name} and {found[1].name} have the same name; list one")
+    return found[0]
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
