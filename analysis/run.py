@@ -313,13 +313,12 @@ class Run:
         return None
 
     def _task_fidelity(self):
-        from nas.common.config import ConfigError
         from proxy_tasks.task import load_task
 
-        try:
+        try:  # the task's data may live elsewhere than the run (a colleague's run, another machine)
             task = load_task(self.config.get("task", "synthetic"), self.config.get("data_root"))
             return task, task.fidelity(self.fidelity or "proxy")
-        except (ConfigError, OSError):
+        except (UserError, OSError):
             return None, None
 
     def references(self, cost: str = "flops", names: list[str] | None = None) -> pd.DataFrame:
