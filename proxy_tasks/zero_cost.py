@@ -160,7 +160,7 @@ def first_batch(train, task: TaskConfig, fid: Fidelity, seed: int) -> tuple[torc
     """The first mini-batch a trial with ``seed`` trains on at ``fid`` (built without worker processes)."""
     crops = TrainSet(train, fid, task.augment, seed, task.ignore_index)
     positions = iter(StreamSampler(len(train), seed))
-    pairs = [crops[next(positions)] for _ in range(min(fid.batch_size, len(train)))]
+    pairs = [crops[next(positions)] for _ in range(fid.batch_size)]  # the stream wraps round a small set
     return torch.stack([image for image, _ in pairs]), torch.stack([mask for _, mask in pairs])
 
 
