@@ -34,7 +34,7 @@ from nas.search.run_dir import (
     read_json,
 )
 from nas.search.status import DUPLICATE, OK, STATUSES
-from nas.search.store import COLUMNS as TRIAL_COLUMNS
+from nas.search.store import CORE_COLUMNS, with_added_columns
 from search_spaces import ArchSpec, SpecError
 
 PROMOTED_COLUMNS = {
@@ -395,10 +395,10 @@ def _read_table(path: Path) -> pa.Table:
 
 def _read_trials(path: Path) -> pd.DataFrame:
     table = _read_table(path)
-    missing = sorted(set(TRIAL_COLUMNS) - set(table.column_names))
+    missing = sorted(set(CORE_COLUMNS) - set(table.column_names))
     if missing:
         raise RunError(f"{path}: not a trials table (missing columns {', '.join(missing)})")
-    return table.to_pandas().sort_values("trial_id", ignore_index=True)
+    return with_added_columns(table).to_pandas().sort_values("trial_id", ignore_index=True)
 
 
 def _read_promoted(path: Path) -> pd.DataFrame:

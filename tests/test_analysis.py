@@ -423,6 +423,14 @@ def test_still_running_reads_a_snapshot(tmp_path):
     assert sizes <= set(range(1, len(rows) + 1))
 
 
+def test_a_table_from_before_the_added_metrics_loads_with_them_missing(tmp_path):
+    path = make_run(tmp_path / "r", promoted=False)
+    table = pq.read_table(path / "trials.parquet")
+    pq.write_table(table.drop_columns(["val_loss", "data_wait_fraction", "input_height"]), path / "trials.parquet")
+    trials = load_run(path).trials
+    assert len(trials) == table.num_rows and trials["val_loss"].isna().all() and trials["input_height"].isna().all()
+
+
 def test_bad_input_errors(tmp_path):
     with pytest.raises(RunError) as excinfo:
         load_run(tmp_path / "nope")
