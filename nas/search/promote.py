@@ -233,10 +233,8 @@ def promote(
         f"promoting {len(chosen)} candidates and {sum(m.role == 'baseline' for m in models)} baselines at "
         f"{fidelity} fidelity, seeds {seed_list} ({runs - len(todo)} of {runs} trainings already done)"
     )
-    for s in seed_list:
-        pending = [m for m, t in todo if t == s]
-        if pending:
-            _train(pending, config, task, fidelity, s, run_dir, log)
+    if todo:
+        _train(todo, config, task, fidelity, run_dir, log)
     for model in models:
         _publish(run_dir, model.spec_hash, fidelity, seed_list)
     return _summarise(chosen, models, run_dir, fidelity, seed_list)
@@ -269,31 +267,31 @@ def _done(folder: Path) -> bool:
         return False
 
 
-def _train(models: list[Model], config, task, fidelity: str, seed: int, run_dir: Path, log) -> None:
-    """Train ``models`` at one seed: the trainable takes its seed when it is made, so one Tuner per seed."""
+def _train(todo: list[tuple[Model, int]], config, task, fidelity: str, run_dir: Path, log) -> None:
+    """Train each (model, seed) of ``todo``: one Tune trial each, in one experiment."""
     from ray import tune
 
     resources = config.resources
-    trainable = make_trainable(config, task.to_dict(), fidelity, seed)
-    candidates = [{"id": m.spec_hash[:12], "spec": m.spec_json} for m in models]
+    trainable = make_trainable(config, task.to_dict(), fidelity, config.seed)  # each trial's seed is its own
+    trials = [{"id": f"{m.spec_hash[:12]}-seed{s}", "spec": m.spec_json, "seed": s} for m, s in todo]
     tuner = tune.Tuner(
         trainable,
-        param_space={"candidate": tune.grid_search(candidates), "save_weights": True},
+        param_space={"candidate": tune.grid_search(trials), "save_weights": True},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=resources.max_concurrent,
             trial_dirname_creator=lambda trial: f"promote-{trial.config['candidate']['id']}",
         ),
         run_config=tune.RunConfig(
-            name=f"promote-{fidelity}-seed{seed}",
+            name=f"promote-{fidelity}",
             storage_path=ray_storage(config, run_dir),
             failure_config=tune.FailureConfig(max_failures=config.retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             verbose=0,
         ),
     )
-    by_id = {m.spec_hash[:12]: m for m in models}
+    by_id = {f"{m.spec_hash[:12]}-seed{s}": m for m, s in todo}
     for result in tuner.fit():
-        model = by_id[result.config["candidate"]["id"]]
+        model, seed = by_id[result.config["candidate"]["id"]], int(result.config["candidate"]["seed"])
         metrics = json.loads(result.metrics["result_json"]) if result.metrics.get("result_json") else {}
         status = row_status(result.metrics.get("status")) if result.error is None else FAILED
         error = result.metrics.get("error") or (str(result.error).splitlines()[0] if result.error else None)
