@@ -165,10 +165,24 @@ def _promotion_section(run: Run, folder: Path) -> str:
     if run.promoted.empty:
         return _section("Promotion", "<p class='note'>Not promoted yet (<code>nas promote RUN_DIR</code>).</p>")
     tau, rho, n = run.rank_correlation()
-    text = f"<p>Kendall τ = {_num(tau)}, Spearman ρ = {_num(rho)} between proxy and full mIoU over {n} models.</p>"
+    fidelity = str(run.promoted["fidelity"].dropna().iloc[0]) if run.promoted["fidelity"].notna().any() else "full"
+    text = (
+        f"<p>Kendall τ = {_num(tau)}, Spearman ρ = {_num(rho)} between proxy and {_e(fidelity)} mIoU "
+        f"over {n} models (the full_* columns hold the {_e(fidelity)}-fidelity metrics).</p>"
+    )
     table = run.promoted.assign(spec_hash=run.promoted["spec_hash"].str[:10])
     image = _image(folder, "proxy_vs_full.png", lambda: plots.plot_proxy_vs_full(run))
-    return _section("Promotion: proxy against full fidelity", text, _table(table), image)
+    return _section(f"Promotion: proxy against {fidelity} fidelity", text, _table(table), _comparison(run), image)
+
+
+def _comparison(run: Run) -> str:
+    """The candidates against the baselines over seeds, with the rule the verdicts follow."""
+    comparison = run.comparison
+    if comparison.empty:
+        return "<p class='note'>No comparison with the baselines (promoted before promotions compared).</p>"
+    rule = (run.summary.get("comparison") or {}).get("rule", "")
+    table = comparison.assign(spec_hash=comparison["spec_hash"].str[:10])
+    return f"<h3>Against the baselines</h3>\n<p>Rule: {_e(rule)}.</p>\n" + _table(table)
 
 
 # ---------------------------------------------------------------------------------- helpers

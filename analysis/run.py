@@ -25,6 +25,7 @@ from nas.search.leaderboard import leaderboard as rank_trials
 from nas.search.objective import COSTS, pareto_front
 from nas.search.run_dir import (
     PROMOTED_METRICS,
+    PROMOTED_SEEDS_TABLE,
     PROMOTED_TABLE,
     SUMMARY_NAME,
     TABLE_NAME,
@@ -34,7 +35,7 @@ from nas.search.run_dir import (
     read_json,
 )
 from nas.search.status import DUPLICATE, OK, STATUSES
-from nas.search.store import COLUMNS as TRIAL_COLUMNS
+from nas.search.store import CORE_COLUMNS, with_added_columns
 from search_spaces import ArchSpec, SpecError
 
 PROMOTED_COLUMNS = {
@@ -85,6 +86,40 @@ LINEAGE_COLUMNS = [
     "status",
 ]
 REFERENCE_COLUMNS = ["name", "spec_hash", "trained", "trial_id", "miou", "cost", "note"]
+PROMOTED_SEED_COLUMNS = {
+    "spec_hash": "object",
+    "name": "object",
+    "role": "object",  # candidate | baseline
+    "trial_id": "Int64",
+    "fidelity": "object",
+    "seed": "Int64",
+    "status": "object",
+    "error": "object",
+    "miou": "float64",
+    "pixel_accuracy": "float64",
+    "val_loss": "float64",
+    "flops": "Int64",
+    "params": "Int64",
+    "train_seconds": "float64",
+    "path": "object",
+}
+COMPARISON_COLUMNS = [
+    "name",
+    "spec_hash",
+    "fidelity",
+    "seeds",
+    "mean",
+    "std",
+    "baseline",
+    "baseline_seeds",
+    "baseline_mean",
+    "baseline_std",
+    "flops_ratio",
+    "params_ratio",
+    "p_value",
+    "beats",
+    "verdict",
+]
 
 
 class RunError(UserError):
@@ -100,6 +135,7 @@ class Run:
     promoted: pd.DataFrame
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    promoted_seeds: pd.DataFrame = field(default_factory=lambda: _empty(PROMOTED_SEED_COLUMNS))
 
     # ------------------------------------------------------------------------------ basics
     @property
@@ -280,6 +316,30 @@ class Run:
         rho = spearmanr(pairs["proxy_miou"], pairs["full_miou"]).statistic
         return float(tau), float(rho), len(pairs)
 
+    @property
+    def comparison(self) -> pd.DataFrame:
+        """The last promotion's verdicts: one row per candidate and baseline, mIoU mean and standard
+        deviation over the seeds at the promoted fidelity, cost ratios and the Welch t-test
+        (`nas.search.promote.VERDICT_RULE`, also in ``summary["comparison"]["rule"]``)."""
+        comparison = self.summary.get("comparison") or {}
+        baselines = {b.get("spec_hash"): b for b in comparison.get("baselines", [])}
+        rows = []
+        for c in comparison.get("candidates", []):
+            for v in c.get("versus", []):
+                b = baselines.get(v.get("baseline_hash"), {})
+                rows.append(
+                    {
+                        **{k: c.get(k) for k in ("name", "spec_hash", "seeds", "mean", "std")},
+                        "fidelity": comparison.get("fidelity"),
+                        **{k: v.get(k) for k in ("baseline", "flops_ratio", "params_ratio", "p_value", "beats")},
+                        **{f"baseline_{k}": b.get(k) for k in ("seeds", "mean", "std")},
+                        "verdict": v.get("verdict"),
+                    }
+                )
+        frame = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+        numbers = ["mean", "std", "baseline_mean", "baseline_std", "flops_ratio", "params_ratio", "p_value"]
+        return frame.astype({**dict.fromkeys(numbers, "float64"), "seeds": "Int64", "baseline_seeds": "Int64"})
+
     def promoted_pairs(self) -> pd.DataFrame:
         """Promoted models trained successfully at both fidelities."""
         p = self.promoted
@@ -370,12 +430,13 @@ def load_run(path: str | Path) -> Run:
         raise RunError(f"{path}: no such run directory")
     trials = _read_trials(path / TABLE_NAME)
     promoted = _read_promoted(path / PROMOTED_TABLE)
+    seeds = _read_typed(path / PROMOTED_SEEDS_TABLE, PROMOTED_SEED_COLUMNS, "per-seed promotion table")
     try:
         config = read_config(path) or {}
         summary = read_json(promoted_dir(path) / SUMMARY_NAME)
     except RunDirError as exc:
         raise RunError(str(exc)) from None
-    return Run(path=path, trials=trials, promoted=promoted, config=config, summary=summary)
+    return Run(path=path, trials=trials, promoted=promoted, config=config, summary=summary, promoted_seeds=seeds)
 
 
 def _read_table(path: Path) -> pa.Table:
@@ -395,21 +456,29 @@ def _read_table(path: Path) -> pa.Table:
 
 def _read_trials(path: Path) -> pd.DataFrame:
     table = _read_table(path)
-    missing = sorted(set(TRIAL_COLUMNS) - set(table.column_names))
+    missing = sorted(set(CORE_COLUMNS) - set(table.column_names))
     if missing:
         raise RunError(f"{path}: not a trials table (missing columns {', '.join(missing)})")
-    return table.to_pandas().sort_values("trial_id", ignore_index=True)
+    return with_added_columns(table).to_pandas().sort_values("trial_id", ignore_index=True)
 
 
 def _read_promoted(path: Path) -> pd.DataFrame:
+    return _read_typed(path, PROMOTED_COLUMNS, "promotion table")
+
+
+def _read_typed(path: Path, columns: dict[str, str], what: str) -> pd.DataFrame:
     if not path.exists():
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in PROMOTED_COLUMNS.items()})
+        return _empty(columns)
     frame = _read_table(path).to_pandas()
-    missing = sorted(set(PROMOTED_COLUMNS) - set(frame.columns))
+    missing = sorted(set(columns) - set(frame.columns))
     if missing:
-        raise RunError(f"{path}: not a promotion table (missing columns {', '.join(missing)})")
+        raise RunError(f"{path}: not a {what} (missing columns {', '.join(missing)})")
     # A column with no value at all is stored as nulls of no type: give the numbers their type.
-    return frame.astype({c: t for c, t in PROMOTED_COLUMNS.items() if t != "object"})
+    return frame.astype({c: t for c, t in columns.items() if t != "object"})
+
+
+def _empty(columns: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
 
 
 def _first_line(exc: BaseException) -> str:

@@ -455,7 +455,19 @@ def cmd_show(args: argparse.Namespace) -> None:
         except SpecError as exc:
             raise CliError(f"{run_dir}: trial {board.iloc[0]['trial_id']}: damaged spec ({exc})") from None
         lines += ["best spec:", best.to_json()]
-    print("\n".join(lines))
+    print("\n".join([*lines, *_promotion_lines(run_dir)]))
+
+
+def _promotion_lines(run_dir: Path) -> list[str]:
+    """The comparison of the last `nas promote` with the baselines, if there was one."""
+    from nas.search.promote import format_comparison
+    from nas.search.run_dir import SUMMARY_NAME, promoted_dir, read_json
+
+    path = promoted_dir(run_dir) / SUMMARY_NAME
+    try:
+        return format_comparison(read_json(path).get("comparison") or {})
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise CliError(f"{path}: damaged promotion summary (an unreadable comparison)") from None
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
@@ -469,6 +481,7 @@ def cmd_promote(args: argparse.Namespace) -> None:
         pareto=args.pareto,
         address=args.address,
         seed=args.seed,
+        seeds=args.seeds,
         log=stderr_log,
     )
     print(summary.to_text())
@@ -623,12 +636,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="every trial as JSON records")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("promote", help="retrain a run's best candidates at full fidelity on Ray")
+    p = sub.add_parser("promote", help="retrain a run's best candidates and its baselines over seeds, and compare")
     p.add_argument("run_dir")
     p.add_argument("--top", type=positive_int, default=3, help="how many candidates (by objective)")
     p.add_argument("--pareto", action="store_true", help="take the Pareto front (mIoU vs cost) instead")
     p.add_argument("--fidelity", default="full")
-    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0, help="the first seed")
+    p.add_argument("--seeds", type=positive_int, default=2, help="how many seeds (--seed, --seed + 1, ...)")
     p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else a private local Ray)")
     p.set_defaults(func=cmd_promote)
 

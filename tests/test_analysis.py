@@ -423,6 +423,14 @@ def test_still_running_reads_a_snapshot(tmp_path):
     assert sizes <= set(range(1, len(rows) + 1))
 
 
+def test_a_table_from_before_the_added_metrics_loads_with_them_missing(tmp_path):
+    path = make_run(tmp_path / "r", promoted=False)
+    table = pq.read_table(path / "trials.parquet")
+    pq.write_table(table.drop_columns(["val_loss", "data_wait_fraction", "input_height"]), path / "trials.parquet")
+    trials = load_run(path).trials
+    assert len(trials) == table.num_rows and trials["val_loss"].isna().all() and trials["input_height"].isna().all()
+
+
 def test_bad_input_errors(tmp_path):
     with pytest.raises(RunError) as excinfo:
         load_run(tmp_path / "nope")
@@ -562,6 +570,34 @@ def test_write_report(run_dir, tmp_path):
     assert page.count("<table") >= 4  # leaderboard, front, references, lineage, promotion
     assert not re.search(r"(src|href)=['\"]?(https?:|//)|<script|<link", page)  # self-contained
     assert "Kendall τ = 0.6667" in page
+
+
+def test_report_and_run_show_the_comparison_with_the_baselines(tmp_path):
+    path = make_run(tmp_path / "r")
+    versus = {"baseline": "deeplabv3-resnet50", "baseline_hash": "b" * 16, "p_value": 0.01, "beats": True}
+    versus.update(verdict="beats deeplabv3-resnet50 beyond seed noise", flops_ratio=0.25, params_ratio=0.5)
+    comparison = {
+        "fidelity": "smoke",
+        "seeds": [0, 1],
+        "rule": "one-sided Welch t-test at p < 0.05",
+        "baselines": [{"name": "deeplabv3-resnet50", "spec_hash": "b" * 16, "mean": 0.3, "std": 0.02, "seeds": 2}],
+        "candidates": [{"name": "evo-7", "spec_hash": "c" * 16, "mean": 0.5, "std": 0.01, "seeds": 2}],
+    }
+    comparison["candidates"][0]["versus"] = [versus]
+    summary = json.loads((path / "promoted" / "summary.json").read_text())
+    (path / "promoted" / "summary.json").write_text(json.dumps({**summary, "comparison": comparison}))
+    table = load_run(path).comparison
+    assert table.iloc[0][["name", "mean", "baseline", "baseline_mean", "flops_ratio", "beats"]].tolist() == [
+        "evo-7",
+        0.5,
+        "deeplabv3-resnet50",
+        0.3,
+        0.25,
+        True,
+    ]
+    page = write_report(path).read_text()
+    assert "Against the baselines" in page and "beats deeplabv3-resnet50 beyond seed noise" in page
+    assert "Rule: one-sided Welch t-test at p &lt; 0.05" in page and "proxy against smoke fidelity" in page
 
 
 def test_report_on_unpromoted_run_with_failures_only(tmp_path):

@@ -7,6 +7,7 @@ import statistics
 from dataclasses import replace
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from search_bench import likeness_objective
 
@@ -23,8 +24,9 @@ from nas.search import (
 )
 from nas.search.encoding import decode, distributions, repair_levels
 from nas.search.search import SearchStateError
-from nas.search.store import StoreError, read_rows
+from nas.search.store import ADDED_METRICS, StoreError, read_rows
 from proxy_tasks.task import load_task
+from proxy_tasks.trial import TrialResult
 from search_spaces import SearchSpace, get_spec, sample
 
 SPACE = SearchSpace()
@@ -160,6 +162,32 @@ def test_a_spec_differing_only_in_dead_blocks_is_a_duplicate(tmp_path) -> None:
     assert len({r["spec_hash"] for r in rows}) == 3  # ... under three different spec hashes
     assert [r["status"] for r in rows] == ["ok", "duplicate", "duplicate", "duplicate", "duplicate"]
     assert all(r["duplicate_of"] == 0 and r["miou"] == rows[0]["miou"] for r in rows[1:])
+
+
+def test_a_row_keeps_every_scalar_metric_of_the_trial(tmp_path) -> None:
+    measured = TrialResult(
+        miou=0.4, val_loss=0.8125, data_wait_fraction=0.25, resumed_from_step=6, input_size=(32, 48), num_classes=3
+    ).to_dict()
+    measured["flops"] = 10**9
+    search = Search(tmp_path / "run", Repeating(SPACE, 0), Objective(), budget=4, max_duplicates=1)
+    evaluate_in_process(search, lambda candidate: Outcome(measured))  # the fourth ask repeats the first spec
+    rows = read_rows(tmp_path / "run" / "trials.parquet")
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok", "duplicate"]
+    for row in rows:
+        assert row["val_loss"] == 0.8125 and row["data_wait_fraction"] == 0.25 and row["resumed_from_step"] == 6
+        assert (row["input_height"], row["input_width"], row["num_classes"]) == (32, 48, 3)
+
+
+def test_a_table_written_before_the_added_metrics_loads_with_them_null(tmp_path) -> None:
+    run(tmp_path, RandomSearch(SPACE, 0), 2)
+    path = tmp_path / "run" / "trials.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.drop_columns(list(ADDED_METRICS)), path)
+    rows = read_rows(path)
+    assert len(rows) == 2 and all(r["val_loss"] is None and r["input_height"] is None for r in rows)
+    pq.write_table(table.drop_columns(["miou", "val_loss"]), path)  # a core column missing is still refused
+    with pytest.raises(StoreError, match=r"missing columns miou\)"):
+        read_rows(path)
 
 
 def test_failed_candidates_are_recorded_with_their_reason_and_the_search_goes_on(tmp_path) -> None:

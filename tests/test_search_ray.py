@@ -17,14 +17,15 @@ import pytest
 import ray
 import yaml
 
+from analysis import load_run
 from nas.cli import main
 from nas.model.checkpoint import load_model
 from nas.search import runner
 from nas.search.config import load_search_config
-from nas.search.promote import promote
+from nas.search.promote import compare_seeds, promote, verdict
 from nas.search.runner import SearchError, run_search
 from nas.search.search import Search
-from search_spaces import ArchSpec
+from search_spaces import ArchSpec, get_spec
 
 NAS = [sys.executable, "-m", "nas.cli"]
 
@@ -97,7 +98,7 @@ def test_a_search_on_local_ray_records_every_trial_and_nas_show_lists_them(tmp_p
         run_search(config, tmp_path / "run", log=lambda _: None)
 
     # Promotion: the best two retrained at full fidelity (full width), weights and metrics kept.
-    summary = promote(tmp_path / "run", top=2, log=lambda _: None)
+    summary = promote(tmp_path / "run", top=2, seeds=1, log=lambda _: None)
     best = table.sort_values(["objective", "trial_id"], ascending=[False, True]).head(2)
     assert [r["spec_hash"] for r in summary.rows] == list(best["spec_hash"])
     promoted = pd.read_parquet(tmp_path / "run" / "promoted.parquet")
@@ -131,6 +132,56 @@ def test_a_search_on_local_ray_records_every_trial_and_nas_show_lists_them(tmp_p
         == 0
     )
     assert json.loads((out / "metrics.json").read_text())["spec_hash"] == model.spec.hash
+
+
+def test_promotion_compares_the_best_with_the_baseline_over_seeds_and_resumes(tmp_path, local_ray, capsys) -> None:
+    run_search(load_search_config(write_config(tmp_path, trials=1, steps=2)), tmp_path / "run", log=lambda _: None)
+    summary = promote(tmp_path / "run", top=1, fidelity="smoke", seeds=2, log=lambda _: None)
+
+    # The best candidate and the default baseline (the config names none), each trained with seeds 0 and 1.
+    seeds = pd.read_parquet(tmp_path / "run" / "promoted_seeds.parquet")
+    assert sorted(zip(seeds["role"], seeds["seed"])) == [
+        ("baseline", 0),
+        ("baseline", 1),
+        ("candidate", 0),
+        ("candidate", 1),
+    ]
+    assert (seeds["status"] == "ok").all() and (seeds["fidelity"] == "smoke").all()
+    base = seeds[seeds["role"] == "baseline"]
+    cand = seeds[seeds["role"] == "candidate"]
+    assert set(base["spec_hash"]) == {get_spec("deeplabv3-resnet50").hash}
+    assert list(cand["spec_hash"]) == [summary.rows[0]["spec_hash"]] * 2
+
+    comparison = json.loads((tmp_path / "run" / "promoted" / "summary.json").read_text())["comparison"]
+    assert comparison["fidelity"] == "smoke" and comparison["seeds"] == [0, 1] and "Welch" in comparison["rule"]
+    [candidate] = comparison["candidates"]
+    assert candidate["mean"] == pytest.approx(cand["miou"].mean()) and candidate["seeds"] == 2
+    assert candidate["std"] == pytest.approx(cand["miou"].std())  # the sample standard deviation
+    [versus] = candidate["versus"]
+    assert versus["flops_ratio"] == pytest.approx(cand["flops"].iloc[0] / base["flops"].iloc[0])
+    assert versus["params_ratio"] == pytest.approx(cand["params"].iloc[0] / base["params"].iloc[0])
+    expected = compare_seeds(list(cand["miou"]), list(base["miou"]))
+    assert (
+        versus["verdict"] == verdict("deeplabv3-resnet50", expected["beats"]) and versus["beats"] == expected["beats"]
+    )
+    promoted = pd.read_parquet(tmp_path / "run" / "promoted.parquet")
+    assert list(promoted["fidelity"]) == ["smoke"] and promoted["full_miou"].iloc[0] == pytest.approx(candidate["mean"])
+    text = summary.to_text()
+    assert "smoke mIoU" in text and versus["verdict"] in text and "one-sided Welch t-test" in text
+
+    # Shown by nas show and the analysis API.
+    assert main(["show", str(tmp_path / "run")]) == 0
+    assert versus["verdict"] in capsys.readouterr().out
+    table = load_run(tmp_path / "run").comparison
+    assert list(table["baseline"]) == ["deeplabv3-resnet50"] and table["verdict"].iloc[0] == versus["verdict"]
+
+    # Run again: every (model, fidelity, seed) is already trained, so nothing is.
+    written = {p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "promoted").glob("*/seeds/*/metrics.json")}
+    messages: list[str] = []
+    again = promote(tmp_path / "run", top=1, fidelity="smoke", seeds=2, log=messages.append)
+    assert len(written) == 4 and "(4 of 4 trainings already done)" in messages[0]
+    assert not any(m.startswith("promoted ") for m in messages)
+    assert {p: p.stat().st_mtime_ns for p in written} == written and again.comparison == summary.comparison
 
 
 def test_failing_trials_are_recorded_with_the_reason_and_the_search_completes(tmp_path, local_ray) -> None:

@@ -1,16 +1,22 @@
-"""Promotion: retrain a run's best candidates at full fidelity on Ray and compare the rankings.
+"""Promotion: retrain a run's best candidates and its baselines at one fidelity over seeds, and compare.
 
-`promote(run_dir, top=K)` takes the K best trained candidates by objective (or the Pareto front of
-mIoU against cost with ``pareto=True``), trains each at ``fidelity`` (default ``full``) as Ray Tune
-trials (the same trainable as the search, which also keeps the trained weights), and writes
+`promote(run_dir, top=K, seeds=S)` takes the K best trained candidates by objective (or the Pareto front
+of mIoU against cost with ``pareto=True``) and the run's baselines (config ``baselines:``, else
+DeepLabv3-ResNet-50), trains every one of them at ``fidelity`` (default ``full``) with the seeds
+``seed, seed + 1, ..., seed + S - 1`` as Ray Tune trials (the same trainable as the search, which also
+keeps the trained weights), and writes
 
-* ``RUN_DIR/promoted/<hash>/``: ``spec.json``, ``model.pt`` (weights + spec, `nas.model.checkpoint`) and
-  ``metrics.json`` (the full-fidelity metrics beside the proxy ones);
-* ``RUN_DIR/promoted.parquet``: one row per promoted model, proxy and full metrics side by side;
-* ``RUN_DIR/promoted/summary.json``: Kendall tau and Spearman rho between proxy and full mIoU.
+* ``RUN_DIR/promoted/<hash>/seeds/<fidelity>-seed<seed>/``: ``spec.json``, ``model.pt`` (weights + spec,
+  `nas.model.checkpoint`) and ``metrics.json`` (the promoted metrics beside the proxy ones) of each seed;
+* ``RUN_DIR/promoted/<hash>/``: the same three files of its first seed, at the fidelity promoted at last;
+* ``RUN_DIR/promoted_seeds.parquet``: one row per model and seed, candidates and baselines;
+* ``RUN_DIR/promoted.parquet``: one row per candidate, proxy and promoted metrics (mean over seeds) side by side;
+* ``RUN_DIR/promoted/summary.json``: Kendall tau and Spearman rho between proxy and promoted mIoU, and
+  ``comparison``: each candidate against each baseline (`compare_seeds`, the rule in `VERDICT_RULE`).
 
-A model already promoted at that fidelity is not trained again, so an interrupted promotion
-resumes where it stopped. ``nas train --arch RUN_DIR/promoted/<hash>/spec.json`` retrains one.
+A (model, fidelity, seed) already trained is not trained again, so an interrupted promotion resumes
+where it stopped, and more seeds add to the ones there. ``nas train --arch RUN_DIR/promoted/<hash>/spec.json``
+retrains one.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import json
 import math
 import os
 import shutil
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,34 +46,137 @@ from .run_dir import (
     PROMOTED_METRICS,
     PROMOTED_SPEC,
     promoted_dir,
+    promoted_seed_dir,
     ray_storage,
     saved_config,
     write_json,
     write_promoted,
 )
-from .runner import SearchError, connect_ray, make_trainable
+from .runner import SearchError, config_spec, connect_ray, make_trainable
 from .status import FAILED, OK, row_status
 from .trainable import MODEL_NAME
 
+DEFAULT_BASELINES = ("deeplabv3-resnet50",)  # when the run's config names none
+ALPHA = 0.05
+MIN_SEEDS = 2  # on each side: below this a t-test has no variance to work with
+VERDICT_RULE = (
+    f"a candidate beats a baseline beyond seed noise when a one-sided Welch t-test of its mIoU over seeds "
+    f"against the baseline's gives p < {ALPHA}, with at least {MIN_SEEDS} seeds on each side"
+)
 
+
+# ---------------------------------------------------------------------------------- statistics
+def compare_seeds(candidate: Sequence[float], baseline: Sequence[float], alpha: float = ALPHA) -> dict[str, Any]:
+    """Candidate against baseline mIoU over seeds: mean and sample standard deviation of each, the
+    p-value of a one-sided Welch t-test (candidate greater) and ``beats``: True when p < ``alpha``,
+    False when not, None with fewer than `MIN_SEEDS` finite values on either side (too few seeds).
+    Non-finite values (failed seeds) are left out."""
+    from scipy.stats import ttest_ind
+
+    ours, theirs = _finite(candidate), _finite(baseline)
+    result = {
+        "mean": _mean(ours),
+        "std": _std(ours),
+        "seeds": len(ours),
+        "baseline_mean": _mean(theirs),
+        "baseline_std": _std(theirs),
+        "baseline_seeds": len(theirs),
+        "p_value": None,
+        "beats": None,
+    }
+    if len(ours) < MIN_SEEDS or len(theirs) < MIN_SEEDS:
+        return result
+    if result["std"] == 0 and result["baseline_std"] == 0:
+        # No spread on either side: Welch's standard error is 0, the t statistic undefined; no evidence.
+        result.update(beats=False)
+        return result
+    p_value = finite_or_none(ttest_ind(ours, theirs, equal_var=False, alternative="greater").pvalue)
+    result.update(p_value=p_value, beats=p_value is not None and p_value < alpha)
+    return result
+
+
+def verdict(baseline: str, beats: bool | None) -> str:
+    if beats is None:
+        return f"too few seeds to compare with {baseline} (need {MIN_SEEDS} on each side)"
+    return f"beats {baseline} beyond seed noise" if beats else f"does not beat {baseline} beyond seed noise"
+
+
+def _finite(values: Sequence[float]) -> list[float]:
+    return [float(v) for v in values if finite_or_none(v) is not None]
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def _std(values: list[float]) -> float | None:
+    return statistics.stdev(values) if len(values) >= 2 else None
+
+
+# ---------------------------------------------------------------------------------- summary
 @dataclass
 class PromotionSummary:
     rows: list[dict[str, Any]] = field(default_factory=list)
     kendall_tau: float = math.nan
     spearman_rho: float = math.nan
+    fidelity: str = "full"
+    comparison: dict[str, Any] = field(default_factory=dict)
 
     def to_text(self) -> str:
-        lines = [f"{'hash':<12} {'name':<24} {'proxy mIoU':>10} {'full mIoU':>10} {'status':<8}"]
+        label = f"{self.fidelity} mIoU"
+        lines = [f"{'hash':<12} {'name':<24} {'proxy mIoU':>10} {label:>16} {'status':<8}"]
         for r in self.rows:
             lines.append(
                 f"{r['spec_hash'][:10]:<12} {(r['name'] or '-')[:24]:<24} {_fmt(r['proxy_miou']):>10} "
-                f"{_fmt(r['full_miou']):>10} {r['status']:<8}"
+                f"{_fmt(r['full_miou']):>16} {r['status']:<8}"
             )
         lines.append(
             f"Kendall tau {_fmt(self.kendall_tau)}, Spearman rho {_fmt(self.spearman_rho)} "
-            f"(proxy vs full mIoU over {sum(r['status'] == OK for r in self.rows)} models)"
+            f"(proxy vs {self.fidelity} mIoU over {sum(r['status'] == OK for r in self.rows)} models)"
         )
-        return "\n".join(lines)
+        return "\n".join([*lines, *format_comparison(self.comparison)])
+
+
+def format_comparison(comparison: dict[str, Any]) -> list[str]:
+    """The lines `nas promote` and `nas show` print for a ``comparison`` (summary.json); [] without one."""
+    if not comparison:
+        return []
+    fidelity, seeds = comparison.get("fidelity"), comparison.get("seeds") or []
+    lines = [f"comparison at {fidelity} fidelity over seeds {', '.join(map(str, seeds))} (mIoU mean ± std):"]
+    for b in comparison.get("baselines", []):
+        lines.append(f"  baseline {b['name']} ({b['spec_hash'][:10]}): {_pm(b)}, {_cost(b)}")
+    for c in comparison.get("candidates", []):
+        lines.append(f"  candidate {c['name']} ({c['spec_hash'][:10]}): {_pm(c)}, {_cost(c)}")
+        for v in c.get("versus", []):
+            lines.append(
+                f"    vs {v['baseline']}: FLOPs x{_fmt(v['flops_ratio'], 3)}, params x{_fmt(v['params_ratio'], 3)}, "
+                f"p {_fmt(v['p_value'])}: {v['verdict']}"
+            )
+    lines.append(f"rule: {comparison.get('rule', VERDICT_RULE)}")
+    return lines
+
+
+def _pm(model: dict[str, Any]) -> str:
+    return f"{_fmt(model.get('mean'))} ± {_fmt(model.get('std'))} over {model.get('seeds', 0)} seeds"
+
+
+def _cost(model: dict[str, Any]) -> str:
+    flops, params = model.get("flops"), model.get("params")
+    gflops = "-" if flops is None else f"{flops / 1e9:.3f}"
+    mparams = "-" if params is None else f"{params / 1e6:.2f}"
+    return f"{gflops} GFLOPs, {mparams} M params"
+
+
+# ---------------------------------------------------------------------------------- promotion
+@dataclass(frozen=True)
+class Model:
+    """A network to retrain: a candidate from the run's table or one of its baselines."""
+
+    spec_hash: str
+    name: str
+    spec_json: str
+    role: str  # candidate | baseline
+    row: Any = None  # the candidate's trials.parquet row (a baseline the search trained has one too)
 
 
 def select(trials: pd.DataFrame, top: int, pareto: bool, cost: str = "flops") -> pd.DataFrame:
@@ -85,59 +196,87 @@ def promote(
     pareto: bool = False,
     address: str | None = None,
     seed: int = 0,
+    seeds: int = 2,
     log=print,
 ) -> PromotionSummary:
     """Everything is checked before the first write (arguments, the run's config and table, each
-    chosen spec at ``fidelity``, the Ray cluster); a refusal is one `SearchError` or `ConfigError`."""
+    chosen spec and baseline at ``fidelity``, the Ray cluster); a refusal is one `SearchError` or `ConfigError`."""
     run_dir = Path(run_dir).resolve()
     if top < 1:
         raise SearchError(f"--top must be >= 1, got {top}")
-    if not 0 <= seed <= MAX_SEED:
-        raise SearchError(f"--seed must be in [0, {MAX_SEED}], got {seed}")
+    if seeds < 1:
+        raise SearchError(f"--seeds must be >= 1, got {seeds}")
+    if not 0 <= seed <= MAX_SEED - (seeds - 1):
+        raise SearchError(f"--seed must be in [0, {MAX_SEED - (seeds - 1)}] with --seeds {seeds}, got {seed}")
     config = saved_config(run_dir)
     task = load_task(config.task, config.data_root)
     fid = task.fidelity(fidelity)
     chosen = select(trials_frame(run_dir), top, pareto, config.objective.cost)
     if chosen.empty:
         raise SearchError(f"{run_dir}: no successful trial to promote")
-    for _, row in chosen.iterrows():
+    models = _models(chosen, config.baselines or DEFAULT_BASELINES)
+    for model in models:
         try:
-            scale_spec(ArchSpec.from_json(row["spec_json"]), fid)
+            scale_spec(ArchSpec.from_json(model.spec_json), fid)
         except SpecError as exc:
-            raise SearchError(
-                f"trial {row['trial_id']}: its spec cannot be built at fidelity {fidelity!r}: {exc}"
-            ) from None
-    out = promoted_dir(run_dir)
+            raise SearchError(f"{model.name}: its spec cannot be built at fidelity {fidelity!r}: {exc}") from None
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise SearchError(f"{run_dir}: not writable; the promoted models are written into it")
-    todo = [row for _, row in chosen.iterrows() if not _done(out / row["spec_hash"], fidelity)]
+    seed_list = list(range(seed, seed + seeds))
+    todo = [
+        (m, s) for s in seed_list for m in models if not _done(promoted_seed_dir(run_dir, m.spec_hash, fidelity, s))
+    ]
     if todo:
         connect_ray(config, address, log)
-    log(f"promoting {len(chosen)} candidates at {fidelity} fidelity ({len(chosen) - len(todo)} already done)")
+    runs = len(models) * len(seed_list)
+    log(
+        f"promoting {len(chosen)} candidates and {sum(m.role == 'baseline' for m in models)} baselines at "
+        f"{fidelity} fidelity, seeds {seed_list} ({runs - len(todo)} of {runs} trainings already done)"
+    )
     if todo:
-        _train(todo, config, task, fidelity, seed, run_dir, out, log)
-    return _summarise(chosen, out, run_dir, fidelity)
+        _train(todo, config, task, fidelity, run_dir, log)
+    for model in models:
+        _publish(run_dir, model.spec_hash, fidelity, seed_list)
+    return _summarise(chosen, models, run_dir, fidelity, seed_list)
 
 
-def _done(folder: Path, fidelity: str) -> bool:
+def _models(chosen: pd.DataFrame, baselines: Sequence[str]) -> list[Model]:
+    """The chosen candidates, then the baselines (a baseline among the candidates is trained once)."""
+    models = [Model(r["spec_hash"], r["name"], r["spec_json"], "candidate", r) for _, r in chosen.iterrows()]
+    roles = {m.spec_hash: m for m in models}
+    for ref in baselines:
+        spec = config_spec(ref)
+        if spec.hash in roles:
+            found = roles[spec.hash]  # compared with no one: it is the reference
+            roles[spec.hash] = Model(spec.hash, found.name, found.spec_json, "baseline", found.row)
+            models = [roles[spec.hash] if m.spec_hash == spec.hash else m for m in models]
+        else:
+            roles[spec.hash] = Model(spec.hash, spec.name or Path(ref).stem, spec.to_json(indent=None), "baseline")
+            models.append(roles[spec.hash])
+    return models
+
+
+def _done(folder: Path) -> bool:
+    """A (model, fidelity, seed) trained to the end: its metrics say ok and its weights are there."""
     metrics = folder / PROMOTED_METRICS
     if not (metrics.is_file() and (folder / MODEL_NAME).is_file()):
         return False
     try:
-        return json.loads(metrics.read_text()).get("fidelity") == fidelity
+        return json.loads(metrics.read_text()).get("status") == OK
     except (OSError, ValueError):
         return False
 
 
-def _train(todo, config, task, fidelity: str, seed: int, run_dir: Path, out: Path, log) -> None:
+def _train(todo: list[tuple[Model, int]], config, task, fidelity: str, run_dir: Path, log) -> None:
+    """Train each (model, seed) of ``todo``: one Tune trial each, in one experiment."""
     from ray import tune
 
     resources = config.resources
-    trainable = make_trainable(config, task.to_dict(), fidelity, seed)
-    candidates = [{"id": int(r["trial_id"]), "spec": r["spec_json"]} for r in todo]
+    trainable = make_trainable(config, task.to_dict(), fidelity, config.seed)  # each trial's seed is its own
+    trials = [{"id": f"{m.spec_hash[:12]}-seed{s}", "spec": m.spec_json, "seed": s} for m, s in todo]
     tuner = tune.Tuner(
         trainable,
-        param_space={"candidate": tune.grid_search(candidates), "save_weights": True},
+        param_space={"candidate": tune.grid_search(trials), "save_weights": True},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=resources.max_concurrent,
             trial_dirname_creator=lambda trial: f"promote-{trial.config['candidate']['id']}",
@@ -150,68 +289,171 @@ def _train(todo, config, task, fidelity: str, seed: int, run_dir: Path, out: Pat
             verbose=0,
         ),
     )
-    by_id = {int(r["trial_id"]): r for r in todo}
+    by_id = {f"{m.spec_hash[:12]}-seed{s}": m for m, s in todo}
     for result in tuner.fit():
-        candidate = result.config["candidate"]
-        row = by_id[int(candidate["id"])]
+        model, seed = by_id[result.config["candidate"]["id"]], int(result.config["candidate"]["seed"])
         metrics = json.loads(result.metrics["result_json"]) if result.metrics.get("result_json") else {}
         status = row_status(result.metrics.get("status")) if result.error is None else FAILED
         error = result.metrics.get("error") or (str(result.error).splitlines()[0] if result.error else None)
-        folder = out / row["spec_hash"]
+        folder = promoted_seed_dir(run_dir, model.spec_hash, fidelity, seed)
+        folder.mkdir(parents=True, exist_ok=True)
         if status == OK and result.checkpoint is not None:
-            folder.mkdir(parents=True, exist_ok=True)
             with result.checkpoint.as_directory() as saved, atomic_path(folder / MODEL_NAME) as tmp:
                 shutil.copy(Path(saved) / MODEL_NAME, tmp)
-        folder.mkdir(parents=True, exist_ok=True)
-        # spec.json is the network the weights belong to: the searched spec, scaled to the promotion
-        # fidelity's width (the same spec at `full`), so spec.json + model.pt always load together.
-        trained = ArchSpec.from_json(row["spec_json"])
+        # spec.json is the network the weights belong to: the spec scaled to the promotion fidelity's
+        # width (the same spec at `full`), so spec.json + model.pt always load together.
+        trained = ArchSpec.from_json(model.spec_json)
         if (folder / MODEL_NAME).is_file():
             trained = ArchSpec.from_json(torch.load(folder / MODEL_NAME, weights_only=True)["spec"])
         with atomic_path(folder / PROMOTED_SPEC) as tmp:
             tmp.write_text(trained.to_json())
         record = {
-            "spec_hash": row["spec_hash"],
-            "name": row["name"],
-            "trial_id": int(row["trial_id"]),
+            "spec_hash": model.spec_hash,
+            "name": model.name,
+            "role": model.role,
+            "trial_id": None if model.row is None else int(model.row["trial_id"]),
             "fidelity": fidelity,
+            "seed": seed,
             "status": status,
             "error": error or None,
-            "full": metrics,
-            "proxy": {
-                k: json_ready(row[k]) for k in ("miou", "objective", "flops", "params", "latency_ms", "fidelity")
-            },
+            "full": metrics,  # the promoted metrics, at `fidelity` (the key predates other fidelities)
+            "proxy": _proxy(model),
         }
         write_json(folder / PROMOTED_METRICS, record)
-        log(f"promoted {row['name']} ({row['spec_hash'][:10]}): {status}, full mIoU {_fmt(metrics.get('miou'))}")
+        log(
+            f"promoted {model.role} {model.name} ({model.spec_hash[:10]}) seed {seed}: {status}, "
+            f"{fidelity} mIoU {_fmt(metrics.get('miou'))}"
+        )
 
 
-def _summarise(chosen: pd.DataFrame, out: Path, run_dir: Path, fidelity: str) -> PromotionSummary:
+def _proxy(model: Model) -> dict[str, Any]:
+    keys = ("miou", "objective", "flops", "params", "latency_ms", "fidelity")
+    return {} if model.row is None else {k: json_ready(model.row[k]) for k in keys}
+
+
+def _publish(run_dir: Path, spec_hash: str, fidelity: str, seeds: list[int]) -> None:
+    """The first trained seed's files as the model's own (``promoted/<hash>/``): what `nas export`,
+    `nas train --arch` and `analysis.load_run` read."""
+    for seed in seeds:
+        source = promoted_seed_dir(run_dir, spec_hash, fidelity, seed)
+        if _done(source):
+            target = promoted_dir(run_dir, spec_hash)
+            for name in (MODEL_NAME, PROMOTED_SPEC, PROMOTED_METRICS):  # metrics last: it says what is there
+                with atomic_path(target / name) as tmp:
+                    shutil.copy(source / name, tmp)
+            return
+
+
+def _seed_rows(models: list[Model], run_dir: Path, fidelity: str, seeds: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    for model in models:
+        for seed in seeds:
+            folder = promoted_seed_dir(run_dir, model.spec_hash, fidelity, seed)
+            path = folder / PROMOTED_METRICS
+            record = json.loads(path.read_text()) if path.is_file() else {"status": "missing"}
+            metrics = record.get("full") or {}
+            rows.append(
+                {
+                    "spec_hash": model.spec_hash,
+                    "name": model.name,
+                    "role": model.role,
+                    "trial_id": None if model.row is None else int(model.row["trial_id"]),
+                    "fidelity": fidelity,
+                    "seed": seed,
+                    "status": record.get("status", "missing"),
+                    "error": record.get("error"),
+                    "miou": finite_or_none(metrics.get("miou")),
+                    "pixel_accuracy": finite_or_none(metrics.get("pixel_accuracy")),
+                    "val_loss": finite_or_none(metrics.get("val_loss")),
+                    "flops": metrics.get("flops"),
+                    "params": metrics.get("params"),
+                    "train_seconds": finite_or_none(metrics.get("train_seconds")),
+                    "path": str(folder.relative_to(run_dir)),
+                }
+            )
+    return rows
+
+
+def _comparison(models: list[Model], seed_rows: list[dict[str, Any]], fidelity: str, seeds: list[int]) -> dict:
+    """Each candidate against each baseline over the seeds (`compare_seeds`), costs at ``fidelity``."""
+
+    def scores(model: Model) -> list[float]:
+        return [r["miou"] for r in seed_rows if r["spec_hash"] == model.spec_hash and r["status"] == OK]
+
+    def described(model: Model) -> dict[str, Any]:
+        ok = [r for r in seed_rows if r["spec_hash"] == model.spec_hash and r["status"] == OK]
+        alone = compare_seeds(scores(model), [])
+        return {
+            "name": model.name,
+            "spec_hash": model.spec_hash,
+            "mean": alone["mean"],
+            "std": alone["std"],
+            "seeds": alone["seeds"],
+            "flops": ok[0]["flops"] if ok else None,
+            "params": ok[0]["params"] if ok else None,
+        }
+
+    baselines = [m for m in models if m.role == "baseline"]
+    base_info = [described(b) for b in baselines]
+    candidates = []
+    for model in (m for m in models if m.role == "candidate"):
+        entry = described(model)
+        entry["versus"] = []
+        for baseline, info in zip(baselines, base_info):
+            stats = compare_seeds(scores(model), scores(baseline))
+            entry["versus"].append(
+                {
+                    "baseline": baseline.name,
+                    "baseline_hash": baseline.spec_hash,
+                    "p_value": stats["p_value"],
+                    "beats": stats["beats"],
+                    "verdict": verdict(baseline.name, stats["beats"]),
+                    "flops_ratio": _ratio(entry["flops"], info["flops"]),
+                    "params_ratio": _ratio(entry["params"], info["params"]),
+                }
+            )
+        candidates.append(entry)
+    return {
+        "fidelity": fidelity,
+        "seeds": seeds,
+        "rule": VERDICT_RULE,
+        "baselines": base_info,
+        "candidates": candidates,
+    }
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    return None if ours is None or not theirs else ours / theirs
+
+
+def _summarise(chosen: pd.DataFrame, models: list[Model], run_dir: Path, fidelity: str, seeds: list[int]):
     from scipy.stats import kendalltau, spearmanr
 
+    seed_rows = _seed_rows(models, run_dir, fidelity, seeds)
     rows = []
     for _, r in chosen.iterrows():
-        path = out / r["spec_hash"] / PROMOTED_METRICS
-        record = json.loads(path.read_text()) if path.is_file() else {"status": "missing", "full": {}}
-        full = record.get("full") or {}
+        mine = [s for s in seed_rows if s["spec_hash"] == r["spec_hash"]]
+        ok = [s for s in mine if s["status"] == OK]
         rows.append(
             {
                 "spec_hash": r["spec_hash"],
                 "name": r["name"],
                 "trial_id": int(r["trial_id"]),
-                "status": record.get("status", "missing"),
+                "status": OK if ok else next((s["status"] for s in mine if s["status"] != "missing"), "missing"),
                 "fidelity": fidelity,
                 "proxy_miou": json_ready(r["miou"]),
                 "proxy_objective": json_ready(r["objective"]),
-                "full_miou": finite_or_none(full.get("miou")),
-                "full_pixel_accuracy": finite_or_none(full.get("pixel_accuracy")),
+                # The promoted-fidelity metrics (mean over the seeds that trained), under their original names.
+                "full_miou": _mean(_finite([s["miou"] for s in ok])),
+                "full_pixel_accuracy": _mean(_finite([s["pixel_accuracy"] for s in ok])),
                 "flops": json_ready(r["flops"]),
                 "params": json_ready(r["params"]),
-                "full_train_seconds": finite_or_none(full.get("train_seconds")),
-                "path": str((out / r["spec_hash"]).relative_to(run_dir)),
+                "full_train_seconds": _mean(_finite([s["train_seconds"] for s in ok])),
+                "seeds": len(ok),
+                "path": str(promoted_dir(run_dir, r["spec_hash"]).relative_to(run_dir)),
             }
         )
-    summary = PromotionSummary(rows)
+    summary = PromotionSummary(rows, fidelity=fidelity, comparison=_comparison(models, seed_rows, fidelity, seeds))
     ok = [r for r in rows if r["status"] == OK and r["full_miou"] is not None]
     if len(ok) >= 2:
         proxy, full = [r["proxy_miou"] for r in ok], [r["full_miou"] for r in ok]
@@ -222,11 +464,12 @@ def _summarise(chosen: pd.DataFrame, out: Path, run_dir: Path, fidelity: str) ->
         "models": len(ok),
         "kendall_tau": summary.kendall_tau,
         "spearman_rho": summary.spearman_rho,
+        "comparison": summary.comparison,
     }
-    write_promoted(run_dir, rows, written)
+    write_promoted(run_dir, rows, written, seed_rows)
     return summary
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, digits: int = 4) -> str:
     value = finite_or_none(value)
-    return "-" if value is None else f"{value:.4f}"
+    return "-" if value is None else f"{value:.{digits}f}"

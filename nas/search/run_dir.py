@@ -10,9 +10,13 @@ A search run directory (``nas search --out RUN_DIR``) holds
 
 and after ``nas promote``
 
-* ``promoted.parquet``: one row per promoted model, proxy and full metrics side by side;
-* ``promoted/<hash>/``: ``spec.json``, ``model.pt`` and ``metrics.json`` of each promoted model;
-* ``promoted/summary.json``: the rank correlations between proxy and full mIoU;
+* ``promoted.parquet``: one row per promoted candidate, proxy and promoted-fidelity metrics side by side
+  (the promoted ones are the mean over the seeds; its ``fidelity`` column names the fidelity);
+* ``promoted_seeds.parquet``: one row per (model, fidelity, seed) trained, candidates and baselines;
+* ``promoted/<hash>/``: ``spec.json``, ``model.pt`` and ``metrics.json`` of each promoted model (its first
+  seed at the latest fidelity promoted at), and ``seeds/<fidelity>-seed<seed>/`` with those of every seed;
+* ``promoted/summary.json``: the rank correlations between proxy and promoted mIoU, and ``comparison``:
+  each candidate against each baseline over the seeds (`nas.search.promote`);
 
 and after ``nas report``, ``report/``.
 """
@@ -40,10 +44,12 @@ STATE_NAME = "search_state.json"
 JOURNAL_NAME = "optuna.journal"
 RAY_DIR = "ray"
 PROMOTED_TABLE = "promoted.parquet"
+PROMOTED_SEEDS_TABLE = "promoted_seeds.parquet"
 PROMOTED_DIR = "promoted"
 SUMMARY_NAME = "summary.json"  # in PROMOTED_DIR
 PROMOTED_SPEC = "spec.json"  # in PROMOTED_DIR/<hash>, beside the weights (`nas.search.trainable.MODEL_NAME`)
 PROMOTED_METRICS = "metrics.json"  # in PROMOTED_DIR/<hash>
+PROMOTED_SEEDS_DIR = "seeds"  # in PROMOTED_DIR/<hash>: one folder per fidelity and seed trained
 REPORT_DIR = "report"
 SEARCH_FILES = (CONFIG_NAME, TABLE_NAME, STATE_NAME)  # any of them: the directory holds a search
 
@@ -110,10 +116,21 @@ def promoted_dir(run_dir: Path, spec_hash: str | None = None) -> Path:
     return folder if spec_hash is None else folder / spec_hash
 
 
-def write_promoted(run_dir: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-    """``promoted.parquet`` (one row per promoted model) and ``promoted/summary.json``."""
+def promoted_seed_dir(run_dir: Path, spec_hash: str, fidelity: str, seed: int) -> Path:
+    """The folder of one (model, fidelity, seed) promotion: its ``metrics.json``, ``spec.json`` and ``model.pt``."""
+    return promoted_dir(run_dir, spec_hash) / PROMOTED_SEEDS_DIR / f"{fidelity}-seed{seed}"
+
+
+def write_promoted(
+    run_dir: Path, rows: list[dict[str, Any]], summary: dict[str, Any], seed_rows: list[dict[str, Any]] = ()
+) -> None:
+    """``promoted.parquet`` (one row per promoted candidate), ``promoted_seeds.parquet`` (one row per
+    model and seed) and ``promoted/summary.json``."""
     with atomic_path(Path(run_dir) / PROMOTED_TABLE) as tmp:
         pq.write_table(pa.Table.from_pylist(rows), tmp)
+    if seed_rows:
+        with atomic_path(Path(run_dir) / PROMOTED_SEEDS_TABLE) as tmp:
+            pq.write_table(pa.Table.from_pylist(list(seed_rows)), tmp)
     write_json(promoted_dir(run_dir) / SUMMARY_NAME, summary)
 
 

@@ -43,7 +43,7 @@ from .base import Candidate, Controller
 from .objective import Objective, finite_or_none
 from .run_dir import STATE_NAME, TABLE_NAME
 from .status import DUPLICATE, FAILED, OK, SCORED, STATUSES
-from .store import METRICS, ResultsStore, StoreError
+from .store import ADDED_METRICS, METRICS, ResultsStore, StoreError, metric_values
 
 STATE_VERSION = 1
 
@@ -173,7 +173,8 @@ class Search:
 
     def _record_duplicate(self, candidate: Candidate, first: dict[str, Any]) -> None:
         now = _now()
-        row = {k: first[k] for k in (*METRICS, "per_class_iou", "history", "objective", "node", "device", "seed")}
+        copied = (*METRICS, *ADDED_METRICS, "per_class_iou", "history", "objective", "node", "device", "seed")
+        row = {k: first[k] for k in copied}
         row.update(self._identity(candidate), status=DUPLICATE, duplicate_of=first["trial_id"], attempts=0)
         row.update(started_at=now, finished_at=now)
         if first["status"] != OK:
@@ -189,8 +190,8 @@ class Search:
         if retries:
             self.attempts[candidate.id] = self.attempts.get(candidate.id, 1) + retries
         m = outcome.metrics
-        row = {k: m.get(k) for k in METRICS}
-        for k in ("miou", "pixel_accuracy", "loss_final", "latency_ms", "peak_memory_mb"):
+        row = metric_values(m)
+        for k in ("miou", "pixel_accuracy", "loss_final", "latency_ms", "peak_memory_mb", "val_loss"):
             row[k] = finite_or_none(row[k])
         row.update(self._identity(candidate))
         values = self.objective.values(m) if outcome.status in SCORED else None

@@ -36,6 +36,15 @@ METRICS = (
     "peak_memory_mb",
     "steps",
 )
+# Metrics added after the first tables were written: a table without them still loads (as nulls).
+ADDED_METRICS = (
+    "val_loss",
+    "data_wait_fraction",
+    "resumed_from_step",
+    "num_classes",
+    "input_height",
+    "input_width",
+)
 
 SCHEMA = pa.schema(
     [
@@ -72,9 +81,25 @@ SCHEMA = pa.schema(
         ("tune_trial_id", pa.string()),
         ("started_at", pa.timestamp("ms", tz="UTC")),
         ("finished_at", pa.timestamp("ms", tz="UTC")),
+        ("val_loss", pa.float64()),  # mean cross-entropy over the labelled validation pixels
+        ("data_wait_fraction", pa.float64()),  # share of training time spent waiting for batches
+        ("resumed_from_step", pa.int64()),  # the step a restarted trial continued from (0: from scratch)
+        ("num_classes", pa.int64()),
+        ("input_height", pa.int64()),  # the evaluation input size its FLOPs were counted at
+        ("input_width", pa.int64()),
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
+CORE_COLUMNS = tuple(c for c in COLUMNS if c not in ADDED_METRICS)  # every table has them
+
+
+def metric_values(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The table's metric columns from a trial's metrics (`proxy_tasks.trial.TrialResult.to_dict`)."""
+    row = {k: metrics.get(k) for k in (*METRICS, *ADDED_METRICS)}
+    size = metrics.get("input_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        row["input_height"], row["input_width"] = (int(v) for v in size)
+    return row
 
 
 class StoreError(UserError):
@@ -144,7 +169,15 @@ def read_table(path: str | Path) -> pa.Table:
         raise StoreError(f"{path}: no results table") from None
     except (OSError, pa.ArrowInvalid) as exc:
         raise StoreError(f"{path}: unreadable results table ({str(exc).splitlines()[0]})") from None
-    missing = set(COLUMNS) - set(table.column_names)
+    missing = set(CORE_COLUMNS) - set(table.column_names)
     if missing:
         raise StoreError(f"{path}: not a results table (missing columns {', '.join(sorted(missing))})")
+    return with_added_columns(table)
+
+
+def with_added_columns(table: pa.Table) -> pa.Table:
+    """``table`` with the columns added since it was written, all null (an older run's table)."""
+    for name in ADDED_METRICS:
+        if name not in table.column_names:
+            table = table.append_column(SCHEMA.field(name), pa.nulls(len(table), SCHEMA.field(name).type))
     return table
