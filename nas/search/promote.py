@@ -308,12 +308,7 @@ def _train(todo: list[tuple[Model, int]], config, task, fidelity: str, run_dir: 
         with atomic_path(folder / PROMOTED_SPEC) as tmp:
             tmp.write_text(trained.to_json())
         record = {
-            "spec_hash": model.spec_hash,
-            "name": model.name,
-            "role": model.role,
-            "trial_id": None if model.row is None else int(model.row["trial_id"]),
-            "fidelity": fidelity,
-            "seed": seed,
+            **_identity(model, fidelity, seed),
             "status": status,
             "error": error or None,
             "full": metrics,  # the promoted metrics, at `fidelity` (the key predates other fidelities)
@@ -324,6 +319,19 @@ def _train(todo: list[tuple[Model, int]], config, task, fidelity: str, run_dir: 
             f"promoted {model.role} {model.name} ({model.spec_hash[:10]}) seed {seed}: {status}, "
             f"{fidelity} mIoU {_fmt(metrics.get('miou'))}"
         )
+
+
+def _identity(model: Model, fidelity: str, seed: int) -> dict[str, Any]:
+    """What names one training of a promotion: the model, its role, the fidelity and the seed."""
+    trial_id = None if model.row is None else int(model.row["trial_id"])
+    return {
+        "spec_hash": model.spec_hash,
+        "name": model.name,
+        "role": model.role,
+        "trial_id": trial_id,
+        "fidelity": fidelity,
+        "seed": seed,
+    }
 
 
 def _proxy(model: Model) -> dict[str, Any]:
@@ -354,12 +362,7 @@ def _seed_rows(models: list[Model], run_dir: Path, fidelity: str, seeds: list[in
             metrics = record.get("full") or {}
             rows.append(
                 {
-                    "spec_hash": model.spec_hash,
-                    "name": model.name,
-                    "role": model.role,
-                    "trial_id": None if model.row is None else int(model.row["trial_id"]),
-                    "fidelity": fidelity,
-                    "seed": seed,
+                    **_identity(model, fidelity, seed),
                     "status": record.get("status", "missing"),
                     "error": record.get("error"),
                     "miou": finite_or_none(metrics.get("miou")),
