@@ -53,7 +53,7 @@ from .run_dir import (
     write_promoted,
 )
 from .runner import SearchError, config_spec, connect_ray, make_trainable
-from .status import FAILED, OK, row_status
+from .status import OK, tune_status
 from .trainable import MODEL_NAME
 
 DEFAULT_BASELINES = ("deeplabv3-resnet50",)  # when the run's config names none
@@ -268,12 +268,15 @@ def _done(folder: Path) -> bool:
 
 
 def _train(todo: list[tuple[Model, int]], config, task, fidelity: str, run_dir: Path, log) -> None:
-    """Train each (model, seed) of ``todo``: one Tune trial each, in one experiment."""
+    """Train each (model, seed) of ``todo``: one Tune trial each, in one experiment. Each training's
+    files are written as its trial ends (`_trial_writer`), so a driver killed mid-promotion keeps
+    what finished and a rerun trains only the rest."""
     from ray import tune
 
     resources = config.resources
     trainable = make_trainable(config, task.to_dict(), fidelity, config.seed)  # each trial's seed is its own
     trials = [{"id": f"{m.spec_hash[:12]}-seed{s}", "spec": m.spec_json, "seed": s} for m, s in todo]
+    by_id = {f"{m.spec_hash[:12]}-seed{s}": m for m, s in todo}
     tuner = tune.Tuner(
         trainable,
         param_space={"candidate": tune.grid_search(trials), "save_weights": True},
@@ -286,39 +289,76 @@ def _train(todo: list[tuple[Model, int]], config, task, fidelity: str, run_dir: 
             storage_path=ray_storage(config, run_dir),
             failure_config=tune.FailureConfig(max_failures=config.retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=[_trial_writer(by_id, run_dir, fidelity, log)],
             verbose=0,
         ),
     )
-    by_id = {f"{m.spec_hash[:12]}-seed{s}": m for m, s in todo}
-    for result in tuner.fit():
-        model, seed = by_id[result.config["candidate"]["id"]], int(result.config["candidate"]["seed"])
-        metrics = json.loads(result.metrics["result_json"]) if result.metrics.get("result_json") else {}
-        status = row_status(result.metrics.get("status")) if result.error is None else FAILED
-        error = result.metrics.get("error") or (str(result.error).splitlines()[0] if result.error else None)
-        folder = promoted_seed_dir(run_dir, model.spec_hash, fidelity, seed)
-        folder.mkdir(parents=True, exist_ok=True)
-        if status == OK and result.checkpoint is not None:
-            with result.checkpoint.as_directory() as saved, atomic_path(folder / MODEL_NAME) as tmp:
-                shutil.copy(Path(saved) / MODEL_NAME, tmp)
-        # spec.json is the network the weights belong to: the spec scaled to the promotion fidelity's
-        # width (the same spec at `full`), so spec.json + model.pt always load together.
-        trained = ArchSpec.from_json(model.spec_json)
-        if (folder / MODEL_NAME).is_file():
-            trained = ArchSpec.from_json(torch.load(folder / MODEL_NAME, weights_only=True)["spec"])
-        with atomic_path(folder / PROMOTED_SPEC) as tmp:
-            tmp.write_text(trained.to_json())
-        record = {
-            **_identity(model, fidelity, seed),
-            "status": status,
-            "error": error or None,
-            "full": metrics,  # the promoted metrics, at `fidelity` (the key predates other fidelities)
-            "proxy": _proxy(model),
-        }
-        write_json(folder / PROMOTED_METRICS, record)
-        log(
-            f"promoted {model.role} {model.name} ({model.spec_hash[:10]}) seed {seed}: {status}, "
-            f"{fidelity} mIoU {_fmt(metrics.get('miou'))}"
-        )
+    tuner.fit()
+
+
+def _trial_writer(by_id: dict[str, Model], run_dir: Path, fidelity: str, log):
+    """A Tune callback that writes each training's seed folder when its trial completes or errors
+    (Tune has saved the final report's checkpoint by then)."""
+    from ray.tune import Callback
+
+    class TrialWriter(Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self._write(trial, error=False)
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            self._write(trial, error=True)
+
+        def _write(self, trial, error: bool) -> None:
+            model, seed = by_id[trial.config["candidate"]["id"]], int(trial.config["candidate"]["seed"])
+            result, checkpoint = trial.last_result or {}, trial.checkpoint
+            if checkpoint is None or error:
+                write_training(run_dir, model, fidelity, seed, result, error, None, log)
+                return
+            with checkpoint.as_directory() as saved:
+                write_training(run_dir, model, fidelity, seed, result, error, Path(saved), log)
+
+    return TrialWriter()
+
+
+def write_training(
+    run_dir: Path,
+    model: Model,
+    fidelity: str,
+    seed: int,
+    result: dict[str, Any],
+    error: bool,
+    saved: Path | None,
+    log,
+) -> None:
+    """Write one training's ``seeds/<fidelity>-seed<seed>/`` folder from its trial's last reported
+    ``result`` (``error``: Tune gave up on the trial) and its last checkpoint folder ``saved``, which
+    holds the weights of a successful training. metrics.json goes last: it says the folder is complete."""
+    metrics = json.loads(result["result_json"]) if result.get("result_json") else {}
+    status, reason = tune_status(result, error)
+    folder = promoted_seed_dir(run_dir, model.spec_hash, fidelity, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    if status == OK and saved is not None and (saved / MODEL_NAME).is_file():
+        with atomic_path(folder / MODEL_NAME) as tmp:
+            shutil.copy(saved / MODEL_NAME, tmp)
+    # spec.json is the network the weights belong to: the spec scaled to the promotion fidelity's
+    # width (the same spec at `full`), so spec.json + model.pt always load together.
+    trained = ArchSpec.from_json(model.spec_json)
+    if (folder / MODEL_NAME).is_file():
+        trained = ArchSpec.from_json(torch.load(folder / MODEL_NAME, weights_only=True)["spec"])
+    with atomic_path(folder / PROMOTED_SPEC) as tmp:
+        tmp.write_text(trained.to_json())
+    record = {
+        **_identity(model, fidelity, seed),
+        "status": status,
+        "error": reason,
+        "full": metrics,  # the promoted metrics, at `fidelity` (the key predates other fidelities)
+        "proxy": _proxy(model),
+    }
+    write_json(folder / PROMOTED_METRICS, record)
+    log(
+        f"promoted {model.role} {model.name} ({model.spec_hash[:10]}) seed {seed}: {status}, "
+        f"{fidelity} mIoU {_fmt(metrics.get('miou'))}"
+    )
 
 
 def _identity(model: Model, fidelity: str, seed: int) -> dict[str, Any]:
