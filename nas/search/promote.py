@@ -52,7 +52,7 @@ from .run_dir import (
     write_json,
     write_promoted,
 )
-from .runner import SearchError, config_spec, connect_ray, make_trainable
+from .runner import SearchError, config_spec, connect_ray, make_trainable, tune_session_name
 from .status import OK, tune_status
 from .trainable import MODEL_NAME
 
@@ -285,7 +285,7 @@ def _train(todo: list[tuple[Model, int]], config, task, fidelity: str, run_dir: 
             trial_dirname_creator=lambda trial: f"promote-{trial.config['candidate']['id']}",
         ),
         run_config=tune.RunConfig(
-            name=f"promote-{fidelity}",
+            name=tune_session_name(),  # unguessable: a trial-less Tune run unpickles the state it finds
             storage_path=ray_storage(config, run_dir),
             failure_config=tune.FailureConfig(max_failures=config.retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
