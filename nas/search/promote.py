@@ -226,15 +226,20 @@ def promote(
     todo = [
         (m, s) for s in seed_list for m in models if not _done(promoted_seed_dir(run_dir, m.spec_hash, fidelity, s))
     ]
-    if todo:
-        connect_ray(config, address, log)
-    runs = len(models) * len(seed_list)
-    log(
-        f"promoting {len(chosen)} candidates and {sum(m.role == 'baseline' for m in models)} baselines at "
-        f"{fidelity} fidelity, seeds {seed_list} ({runs - len(todo)} of {runs} trainings already done)"
-    )
-    if todo:
-        _train(todo, config, task, fidelity, run_dir, log)
+    connected = bool(todo) and connect_ray(config, address, log)
+    try:
+        runs = len(models) * len(seed_list)
+        log(
+            f"promoting {len(chosen)} candidates and {sum(m.role == 'baseline' for m in models)} baselines at "
+            f"{fidelity} fidelity, seeds {seed_list} ({runs - len(todo)} of {runs} trainings already done)"
+        )
+        if todo:
+            _train(todo, config, task, fidelity, run_dir, log)
+    finally:
+        if connected:  # the Ray this call started (or joined); one it found running stays up
+            import ray
+
+            ray.shutdown()
     for model in models:
         _publish(run_dir, model.spec_hash, fidelity, seed_list)
     return _summarise(chosen, models, run_dir, fidelity, seed_list)
