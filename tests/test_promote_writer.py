@@ -1,4 +1,4 @@
-"""Each promotion training's seed folder, written as its trial ends (without Ray: the writer alone)."""
+"""Promotion without Ray: each training's seed folder, written as its trial ends, and a folder with no run."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from nas.cli import main
 from nas.search.promote import Model, _done, write_training
 from nas.search.status import FAILED, LOST, OK
 from search_spaces import get_spec
@@ -51,3 +52,10 @@ def test_a_training_tune_gave_up_on_is_failed_without_weights_and_is_trained_aga
         not (folder / "model.pt").exists() and json.loads((folder / "spec.json").read_text())["name"] == "spinenet-49s"
     )
     assert not _done(folder)
+
+
+def test_promoting_a_folder_without_a_run_says_there_is_no_run_there(tmp_path: Path, capsys) -> None:
+    assert main(["promote", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"nas: error: {tmp_path.resolve()}: no search run here (no config.yaml)\n"
+    assert list(tmp_path.iterdir()) == []

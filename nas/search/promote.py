@@ -43,6 +43,7 @@ from .config import MAX_SEED
 from .leaderboard import leaderboard, trials_frame
 from .objective import finite_or_none, pareto_front
 from .run_dir import (
+    CONFIG_NAME,
     PROMOTED_METRICS,
     PROMOTED_SPEC,
     promoted_dir,
@@ -208,6 +209,8 @@ def promote(
         raise SearchError(f"--seeds must be >= 1, got {seeds}")
     if not 0 <= seed <= MAX_SEED - (seeds - 1):
         raise SearchError(f"--seed must be in [0, {MAX_SEED - (seeds - 1)}] with --seeds {seeds}, got {seed}")
+    if not (run_dir / CONFIG_NAME).is_file():
+        raise SearchError(f"{run_dir}: no search run here (no {CONFIG_NAME})")
     config = saved_config(run_dir)
     task = load_task(config.task, config.data_root)
     fid = task.fidelity(fidelity)
