@@ -54,7 +54,7 @@ from .run_dir import (
     write_promoted,
 )
 from .runner import SearchError, config_spec, connect_ray, make_trainable, tune_session_name
-from .status import OK, tune_status
+from .status import MISSING, OK, tune_status
 from .trainable import MODEL_NAME
 
 DEFAULT_BASELINES = ("deeplabv3-resnet50",)  # when the run's config names none
@@ -183,7 +183,7 @@ class Model:
 def select(trials: pd.DataFrame, top: int, pareto: bool, cost: str = "flops") -> pd.DataFrame:
     """The candidates to promote: the ``top`` best by objective, or the Pareto front (at most ``top``)."""
     board = leaderboard(trials)
-    board = board[board["status"] == "ok"]
+    board = board[board["status"] == OK]
     if pareto:
         points = list(zip(board["miou"], board[cost]))
         board = board.iloc[pareto_front(points)]
@@ -406,12 +406,12 @@ def _seed_rows(models: list[Model], run_dir: Path, fidelity: str, seeds: list[in
         for seed in seeds:
             folder = promoted_seed_dir(run_dir, model.spec_hash, fidelity, seed)
             path = folder / PROMOTED_METRICS
-            record = json.loads(path.read_text()) if path.is_file() else {"status": "missing"}
+            record = json.loads(path.read_text()) if path.is_file() else {"status": MISSING}
             metrics = record.get("full") or {}
             rows.append(
                 {
                     **_identity(model, fidelity, seed),
-                    "status": record.get("status", "missing"),
+                    "status": record.get("status", MISSING),
                     "error": record.get("error"),
                     "miou": finite_or_none(metrics.get("miou")),
                     "pixel_accuracy": finite_or_none(metrics.get("pixel_accuracy")),
@@ -490,7 +490,7 @@ def _summarise(chosen: pd.DataFrame, models: list[Model], run_dir: Path, fidelit
                 "spec_hash": r["spec_hash"],
                 "name": r["name"],
                 "trial_id": int(r["trial_id"]),
-                "status": OK if ok else next((s["status"] for s in mine if s["status"] != "missing"), "missing"),
+                "status": OK if ok else next((s["status"] for s in mine if s["status"] != MISSING), MISSING),
                 "fidelity": fidelity,
                 "proxy_miou": json_ready(r["miou"]),
                 "proxy_objective": json_ready(r["objective"]),

@@ -5,6 +5,9 @@ worker was lost more often than the retries allow; ``error`` says which), ``prun
 by the scheduler; its metrics are the last evaluation's) or ``duplicate`` (not trained again: see
 `nas.search.search`). A trial (`proxy_tasks.trial.TrialResult.status`) ends ok, diverged, oom or
 pruned; whatever else it says, or when it says nothing, the row is ``failed``.
+
+A promotion's rows (`nas.search.promote`) may also be ``missing``: a (model, seed) not trained (yet),
+never a search row's status.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 OK, FAILED, PRUNED, DUPLICATE = "ok", "failed", "pruned", "duplicate"
 STATUSES = (OK, FAILED, PRUNED, DUPLICATE)
+MISSING = "missing"  # promotion only: a (model, seed) with no metrics.json (not trained yet, or interrupted)
 SCORED = (OK, PRUNED)  # rows whose metrics the objective scores and the controller is told
 TRIAL_TO_ROW = {"ok": OK, "pruned": PRUNED, "diverged": FAILED, "oom": FAILED}
 LOST = "its worker or node was lost more often than the retries allow"
