@@ -1,14 +1,18 @@
-"""Promotion without Ray: each training's seed folder, written as its trial ends, and a folder with no run."""
+"""Promotion without Ray: each training's seed folder, written as its trial ends; a folder with no run;
+exporting a model no seed of which trained."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from nas.cli import main
+from nas.model.export import ExportError, find_source
 from nas.search.promote import Model, _done, write_training
+from nas.search.run_dir import write_json
 from nas.search.status import FAILED, LOST, OK
 from search_spaces import get_spec
 
@@ -59,3 +63,17 @@ def test_promoting_a_folder_without_a_run_says_there_is_no_run_there(tmp_path: P
     captured = capsys.readouterr()
     assert captured.err == f"nas: error: {tmp_path.resolve()}: no search run here (no config.yaml)\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_exporting_a_promoted_model_no_seed_of_which_trained_says_how_each_seed_ended(tmp_path: Path) -> None:
+    folder = tmp_path / "promoted" / "abc"
+    for seed, error in ((0, "RuntimeError: CUDA out of memory"), (1, LOST)):
+        write_json(folder / "seeds" / f"full-seed{seed}" / "metrics.json", {"status": FAILED, "error": error})
+
+    with pytest.raises(ExportError) as refused:
+        find_source(folder)
+
+    assert str(refused.value) == (
+        f"{folder}: no model.pt or checkpoint.pt in this directory (seeds/full-seed0 ended failed: RuntimeError: "
+        f"CUDA out of memory; seeds/full-seed1 ended failed: {LOST})"
+    )

@@ -131,15 +131,29 @@ def _read_metrics(path: Path) -> dict[str, Any]:
 
 
 def _why_no_weights(folder: Path) -> str:
-    """A promotion that failed leaves spec.json and metrics.json, with its status, but no weights."""
+    """Why a folder has no weights, when its metrics say: a failed training's seed folder
+    (``promoted/<hash>/seeds/<fidelity>-seed<s>/``) keeps spec.json and metrics.json with its status,
+    and a promoted model's folder is filled only from a seed that trained, so with none its
+    ``seeds/*/metrics.json`` say how each ended."""
+    if (folder / "metrics.json").is_file():
+        ended = [_how_it_ended(folder / "metrics.json", "its training")]
+    else:
+        seeds = sorted(folder.glob("seeds/*/metrics.json"))
+        ended = [_how_it_ended(m, str(m.parent.relative_to(folder))) for m in seeds]
+    ended = [e for e in ended if e]
+    return f" ({'; '.join(ended)})" if ended else ""
+
+
+def _how_it_ended(path: Path, what: str) -> str:
+    """``<what> ended <status>: <error>`` from a metrics.json that says it did not end ok; else ""."""
     try:
-        metrics = _read_metrics(folder / "metrics.json") if (folder / "metrics.json").is_file() else {}
+        metrics = _read_metrics(path)
     except ExportError:
         return ""
     status, error = metrics.get("status"), metrics.get("error")
     if not status or status == "ok":
         return ""
-    return f" (its training ended {status}{': ' + ' '.join(str(error).split()) if error else ''})"
+    return f"{what} ended {status}{': ' + ' '.join(str(error).split()) if error else ''}"
 
 
 def _read_spec(path: Path) -> ArchSpec:
