@@ -113,6 +113,9 @@ class StorageConfig:
     optuna: str | None = None  # Optuna RDB URL (postgresql://..., sqlite:///...); default RUN_DIR/optuna.journal
 
 
+DEFAULT_BASELINES = ("deeplabv3-resnet50",)  # a search's reference points, and a promotion's when its run names none
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     name: str = "search"
@@ -120,7 +123,7 @@ class SearchConfig:
     fidelity: str = "proxy"
     data_root: str | None = None
     seed: int = 0
-    baselines: tuple[str, ...] = ("deeplabv3-resnet50",)  # trained first, as reference points
+    baselines: tuple[str, ...] = DEFAULT_BASELINES  # trained first, as reference points
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     objective: Objective = field(default_factory=Objective)
     space: SpaceConfig = field(default_factory=SpaceConfig)

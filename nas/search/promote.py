@@ -39,7 +39,7 @@ from nas.common.jsonutil import json_ready
 from proxy_tasks.task import load_task, scale_spec
 from search_spaces import ArchSpec, SpecError
 
-from .config import MAX_SEED
+from .config import DEFAULT_BASELINES, MAX_SEED
 from .leaderboard import leaderboard, trials_frame
 from .objective import finite_or_none, pareto_front
 from .run_dir import (
@@ -57,7 +57,6 @@ from .runner import SearchError, config_spec, connect_ray, make_trainable, tune_
 from .status import MISSING, OK, tune_status
 from .trainable import MODEL_NAME
 
-DEFAULT_BASELINES = ("deeplabv3-resnet50",)  # when the run's config names none
 ALPHA = 0.05
 MIN_SEEDS = 2  # on each side: below this a t-test has no variance to work with
 VERDICT_RULE = (
