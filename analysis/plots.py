@@ -199,9 +199,12 @@ def _proxy_ious(run: Run, top: int) -> list[tuple[str, dict[str, float]]]:
 def _full_ious(run: Run, top: int) -> list[tuple[str, dict[str, float]]]:
     models = []
     for _, r in run.promoted_pairs().sort_values("full_miou", ascending=False).iterrows():
-        ious = (run.promoted_metrics(r["spec_hash"]).get("full") or {}).get("per_class_iou")
-        if ious:
-            models.append((f"{r['name']} (mIoU {r['full_miou']:.3f})", ious))
+        # promoted/<hash>/ holds one seed's training: label its IoUs with that seed's mIoU, not the mean over seeds.
+        record = run.promoted_metrics(r["spec_hash"])
+        full = record.get("full") or {}
+        if full.get("per_class_iou") and full.get("miou") is not None:
+            seed = "" if record.get("seed") is None else f"seed {record['seed']}, "
+            models.append((f"{r['name']} ({seed}mIoU {full['miou']:.3f})", full["per_class_iou"]))
     return models[:top]
 
 

@@ -194,6 +194,7 @@ def _promoted_record(path: Path, row: dict, proxy: float, full: float | None, we
     (folder / "spec.json").write_text(row["spec_json"])
     metrics = {
         "fidelity": "smoke",
+        "seed": 1,
         "status": "ok" if full is not None else "failed",
         "full": {}
         if full is None
@@ -526,6 +527,7 @@ def test_plot_per_class_iou(run, tmp_path):
     heights = [bar.get_height() for bar in proxy_ax.containers[0]]  # the best candidate, evo-7
     assert heights == pytest.approx(list(json.loads(_ious(0.50)).values()))
     assert [bar.get_height() for bar in full_ax.containers[0]] == pytest.approx(list(json.loads(_ious(0.62)).values()))
+    assert full_ax.get_legend().get_texts()[0].get_text().endswith("(seed 1, mIoU 0.620)")  # the seed plotted
     unpromoted = plot_per_class_iou(load_run(make_run(tmp_path / "r", promoted=False)), top=2)
     assert len(unpromoted.axes) == 1 and len(unpromoted.axes[0].containers) == 2
 
