@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -182,6 +184,23 @@ def test_promotion_compares_the_best_with_the_baseline_over_seeds_and_resumes(tm
     assert len(written) == 4 and "(4 of 4 trainings already done)" in messages[0]
     assert not any(m.startswith("promoted ") for m in messages)
     assert {p: p.stat().st_mtime_ns for p in written} == written and again.comparison == summary.comparison
+
+    # A promotion killed before one training finished kept the others (each is written as it ends): a rerun
+    # trains only the missing one. Every experiment folder has an unguessable name, and the caller's Ray stays up.
+    lost = next(
+        p.parent for p in written if p.parent.name == "smoke-seed1" and json.loads(p.read_text())["role"] == "candidate"
+    )
+    shutil.rmtree(lost)
+    messages.clear()
+    promote(tmp_path / "run", top=1, fidelity="smoke", seeds=2, log=messages.append)
+    assert "(3 of 4 trainings already done)" in messages[0]
+    assert [m.split(":")[0] for m in messages if m.startswith("promoted ")] == [
+        f"promoted candidate {summary.rows[0]['name']} ({summary.rows[0]['spec_hash'][:10]}) seed 1"
+    ]
+    assert (lost / "model.pt").is_file() and json.loads((lost / "metrics.json").read_text())["status"] == "ok"
+    experiments = [p.name for p in (tmp_path / "run" / "ray").iterdir() if p.is_dir()]
+    assert len(experiments) == 3 and all(re.fullmatch(r"tune-\d{8}-\d{6}-[0-9a-f]{8}", n) for n in experiments)
+    assert ray.is_initialized()
 
 
 def test_failing_trials_are_recorded_with_the_reason_and_the_search_completes(tmp_path, local_ray) -> None:
