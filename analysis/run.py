@@ -300,8 +300,8 @@ class Run:
         """``promoted/<hash>/metrics.json`` ({} when the model was not promoted or it is unreadable)."""
         path = self.promoted_dir(spec_hash) / PROMOTED_METRICS
         try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
+            return read_json(path)
+        except RunDirError:
             return {}
 
     def rank_correlation(self) -> tuple[float, float, int]:

@@ -466,7 +466,9 @@ def _promotion_lines(run_dir: Path) -> list[str]:
     path = promoted_dir(run_dir) / SUMMARY_NAME
     try:
         return format_comparison(read_json(path).get("comparison") or {})
-    except (KeyError, TypeError, AttributeError, ValueError):
+    except UserError:
+        raise  # the reader's own message names the damage
+    except (KeyError, TypeError, AttributeError, ValueError, RecursionError):
         raise CliError(f"{path}: damaged promotion summary (an unreadable comparison)") from None
 
 

@@ -35,6 +35,8 @@ import pandas as pd
 import torch
 
 from nas.common.atomic import atomic_path
+from nas.common.config import read_mapping
+from nas.common.errors import first_line
 from nas.common.jsonutil import json_ready
 from proxy_tasks.task import load_task, scale_spec
 from search_spaces import ArchSpec, SpecError
@@ -262,8 +264,8 @@ def _done(folder: Path) -> bool:
     if not (metrics.is_file() and (folder / MODEL_NAME).is_file()):
         return False
     try:
-        return json.loads(metrics.read_text()).get("status") == OK
-    except (OSError, ValueError):
+        return read_mapping(metrics, SearchError).get("status") == OK
+    except SearchError:
         return False
 
 
@@ -294,7 +296,7 @@ def _train(todo: list[tuple[Model, int]], config, task, fidelity: str, run_dir: 
         model, seed = by_id[result.config["candidate"]["id"]], int(result.config["candidate"]["seed"])
         metrics = json.loads(result.metrics["result_json"]) if result.metrics.get("result_json") else {}
         status = row_status(result.metrics.get("status")) if result.error is None else FAILED
-        error = result.metrics.get("error") or (str(result.error).splitlines()[0] if result.error else None)
+        error = result.metrics.get("error") or (first_line(result.error) if result.error else None)
         folder = promoted_seed_dir(run_dir, model.spec_hash, fidelity, seed)
         folder.mkdir(parents=True, exist_ok=True)
         if status == OK and result.checkpoint is not None:
@@ -358,7 +360,7 @@ def _seed_rows(models: list[Model], run_dir: Path, fidelity: str, seeds: list[in
         for seed in seeds:
             folder = promoted_seed_dir(run_dir, model.spec_hash, fidelity, seed)
             path = folder / PROMOTED_METRICS
-            record = json.loads(path.read_text()) if path.is_file() else {"status": "missing"}
+            record = read_mapping(path, SearchError) if path.is_file() else {"status": "missing"}
             metrics = record.get("full") or {}
             rows.append(
                 {
