@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from nas.common.config import MAX_SEED
 from nas.common.errors import UserError
 from search_spaces import SearchSpace, SpaceOptions, SpecError, get_spec, mutate, published_names, resolve_spec, sample
 from search_spaces.spec import MAX_CLASSES, ArchSpec
@@ -39,7 +40,7 @@ class NasArgumentParser(argparse.ArgumentParser):
 MAX_IMAGE_SIDE = 4096  # twice a Cityscapes frame's 2048
 MAX_DPI = 1200
 MAX_MUTATION_STEPS = 10_000
-MAX_SEED = 2**32 - 1  # 32 bits, the range most tools take
+MAX_PROMOTE_SEEDS = 100  # trainings per model at the promoted fidelity: already far more than a comparison needs
 
 
 def int_in(low: int, high: int | None = None):
@@ -61,6 +62,7 @@ def int_in(low: int, high: int | None = None):
 positive_int = int_in(1)
 image_side = int_in(1, MAX_IMAGE_SIDE)
 seed_int = int_in(0, MAX_SEED)
+promote_seeds = int_in(1, MAX_PROMOTE_SEEDS)
 
 
 def available_cores() -> int:
@@ -644,7 +646,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--pareto", action="store_true", help="take the Pareto front (mIoU vs cost) instead")
     p.add_argument("--fidelity", default="full")
     p.add_argument("--seed", type=seed_int, default=0, help="the first seed")
-    p.add_argument("--seeds", type=positive_int, default=2, help="how many seeds (--seed, --seed + 1, ...)")
+    p.add_argument("--seeds", type=promote_seeds, default=2, help="how many seeds (--seed, --seed + 1, ...)")
     p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else a private local Ray)")
     p.set_defaults(func=cmd_promote)
 

@@ -547,6 +547,7 @@ def run_dir_cases() -> list[Case]:
         case("journal-garbage", "tpe", replace_file("optuna.journal", b"\x00garbage\n" * 20), resume),
         case("unknown-fidelity", "evolution", lambda run: None, ["promote", "RUN", "--fidelity", "bogus"]),
         case("top-0", "evolution", lambda run: None, ["promote", "RUN", "--top", "0"]),
+        case("seeds-101", "evolution", lambda run: None, ["promote", "RUN", "--seeds", "101"]),
     ]
     return cases
 

@@ -41,6 +41,7 @@ class Words:
 YAML_WORDS = Words()
 JSON_WORDS = Words(mapping="an object", key="field", boolean="a boolean")
 _PLURALS = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
+MAX_SEED = 2**32 - 1  # 32 bits: numpy's generators (Optuna's samplers) and most tools take no more
 
 
 def load_file(path: str | Path) -> dict[str, Any]:

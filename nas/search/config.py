@@ -9,14 +9,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from nas.common.config import ConfigError, from_dict, load_file, to_dict
+from nas.common.config import MAX_SEED, ConfigError, from_dict, load_file, to_dict
 from search_spaces import SearchSpace, SpaceOptions, SpecError
 
 from .objective import Objective
 
 MAX_NAME = 100
 MAX_BLOCKS = 64
-MAX_SEED = 2**32 - 1
 MAX_RETRIES = 100
 MAX_CONCURRENT = 1024
 RAY_RESOURCE_UNIT = 0.0001  # the smallest nonzero resource request Ray accepts
