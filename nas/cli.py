@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from nas.common.config import MAX_SEED
-from nas.common.errors import UserError
+from nas.common.errors import UserError, one_line
+from nas.common.jsonutil import write_json
 from search_spaces import SearchSpace, SpaceOptions, SpecError, get_spec, mutate, published_names, resolve_spec, sample
 from search_spaces.spec import MAX_CLASSES, ArchSpec
 
@@ -304,7 +305,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         source_spec=spec.to_json(indent=None),
         miou=result.miou,
     )
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     (out / CHECKPOINT_NAME).unlink(missing_ok=True)  # finished: the resume state is no longer needed
     log.info("done: status %s, mIoU %.4f, %.1f s training", result.status, result.miou, result.train_seconds)
     miou = "nan" if math.isnan(result.miou) else f"{result.miou:.4f}"
@@ -509,14 +510,6 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(write_report(args.run_dir, args.out, top=args.top))
 
 
-def _write_json(path: Path, data: Any) -> None:
-    from .common.atomic import atomic_path
-    from .common.jsonutil import json_ready
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(json_ready(data), indent=2))
-
-
 def _add_space_options(p: argparse.ArgumentParser) -> None:
     # The defaults are the search config's; the search space checks the values and their limits (a `SpecError`).
     default = SpaceOptions()
@@ -662,13 +655,13 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(exc: BaseException) -> str:
+def _own_message(exc: BaseException) -> str:
     """The error's own message, also when a DataLoader worker wrapped it in a traceback."""
     text = str(exc)
     if "Original Traceback" in text:
         last = [line for line in text.splitlines() if line.strip()][-1]
         text = last.split(": ", 1)[1] if ": " in last else last
-    return " ".join(text.split("\n"))
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -682,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.device = check_device(args.device)
         args.func(args)
     except UserError as exc:
-        return _fail(_one_line(exc))
+        return _fail(_own_message(exc))
     except BrokenPipeError:
         return 0
     except (OSError, UnicodeDecodeError, MemoryError) as exc:
@@ -693,8 +686,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str) -> int:
-    line = " ".join(message.splitlines())  # a path or value may hold a line break: the message stays one line
-    print(f"nas: error: {line}", file=sys.stderr)
+    print(f"nas: error: {one_line(message)}", file=sys.stderr)  # a path or value may hold a line break
     return 2
 
 

@@ -23,7 +23,6 @@ and after ``nas report``, ``report/``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ import yaml
 from nas.common.atomic import atomic_path
 from nas.common.config import ConfigError, read_mapping, to_dict
 from nas.common.errors import UserError, one_line
-from nas.common.jsonutil import json_ready
+from nas.common.jsonutil import write_json
 
 from .config import SearchConfig, search_config_from_dict
 
@@ -123,13 +122,6 @@ def write_promoted(
         with atomic_path(Path(run_dir) / PROMOTED_SEEDS_TABLE) as tmp:
             pq.write_table(pa.Table.from_pylist(list(seed_rows)), tmp)
     write_json(promoted_dir(run_dir) / SUMMARY_NAME, summary)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """``data`` as indented JSON at ``path`` (NaN and infinities as null), replaced atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(json_ready(data), indent=2))
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.common.config import ConfigError, to_dict
-from nas.common.errors import UserError
+from nas.common.errors import UserError, one_line
 from proxy_tasks.task import Fidelity, TaskConfig, load_task, scale_spec
 from search_spaces import ArchSpec, SpecError, resolve_spec
 
@@ -94,7 +94,7 @@ def make_controller(config: SearchConfig, run_dir: Path, in_memory: bool = False
     try:
         return (TPESearch if strategy.name == "tpe" else NSGA2Search)(space, config.seed, directions, **kwargs)
     except (SQLAlchemyError, OSError) as exc:  # a database that refuses the connection, a full disk
-        reason = " ".join(str(exc).split())[:300]
+        reason = one_line(str(exc))[:300]
         raise SearchError(f"cannot open the Optuna storage {storage}: {reason}") from None
 
 
@@ -216,7 +216,7 @@ def check_optuna_url(url: str) -> None:
             "mysql://...; or a journal file path)"
         ) from None
     except (ArgumentError, ValueError) as exc:
-        raise ConfigError(f"storage.optuna: not a database URL ({' '.join(str(exc).split())[:200]})") from None
+        raise ConfigError(f"storage.optuna: not a database URL ({one_line(str(exc))[:200]})") from None
     try:
         dialect.import_dbapi()
     except ImportError as exc:
@@ -344,7 +344,7 @@ def connect_ray(config: SearchConfig, address: str | None, log: Log) -> bool:
         try:
             ray.init(address=address, log_to_driver=False, logging_level="WARNING")
         except Exception as exc:  # ConnectionError, TimeoutError, RuntimeError depending on the failure
-            reason = " ".join(str(exc).split())[:200]
+            reason = one_line(str(exc))[:200]
             raise SearchError(f"cannot reach the Ray cluster at {address}: {reason}{_auth_hint(reason)}") from None
         _check_fits_or_shut_down(config.resources, log, may_grow=cluster_may_grow())
         log(f"joined the Ray cluster at {address}: {ray.cluster_resources()}")
