@@ -66,6 +66,15 @@ seed_int = int_in(0, MAX_SEED)
 promote_seeds = int_in(1, MAX_PROMOTE_SEEDS)
 
 
+def strategy_name(text: str) -> str:
+    """An argparse ``type``: a search strategy's name (imported here, not at start: the search package is large)."""
+    from nas.search.config import STRATEGY_NAMES
+
+    if text not in STRATEGY_NAMES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(STRATEGY_NAMES)}, got {text!r}")
+    return text
+
+
 def available_cores() -> int:
     """The cores this process may run on: its CPU affinity (what a container or `taskset` allows),
     not the machine's count, which torch's default may take and then oversubscribe."""
@@ -614,7 +623,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="run (or resume) an architecture search on Ray Tune")
     p.add_argument("--config", help="search config YAML (see launch/configs/)")
     p.add_argument("--out", help="run directory (results table, state; shared storage on a cluster)")
-    p.add_argument("--strategy", choices=["random", "evolution", "tpe", "nsga2"], help="override the config's")
+    p.add_argument("--strategy", type=strategy_name, help="override the config's strategy")
     p.add_argument("--trials", type=positive_int, help="override the budget (number of candidates trained)")
     p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else a private local Ray)")
     p.add_argument(

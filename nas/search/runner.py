@@ -52,7 +52,6 @@ from .status import tune_status
 from .tpe import TPESearch
 from .trainable import train_candidate
 
-OPTUNA_STRATEGIES = ("tpe", "nsga2")
 Log = Callable[[str], None]
 
 
@@ -72,30 +71,53 @@ def config_spec(ref: str) -> ArchSpec:
 def make_controller(config: SearchConfig, run_dir: Path, in_memory: bool = False) -> Controller:
     """The config's strategy; an Optuna one opens (creates) its study unless ``in_memory``, which
     writes nothing anywhere (for checking a saved controller state)."""
-    space = config.space.build()
-    directions = config.objective.directions
+    return CONTROLLER_MAKERS[config.strategy.name](config, run_dir, in_memory)
+
+
+def _random(config: SearchConfig, run_dir: Path, in_memory: bool) -> Controller:
+    return RandomSearch(config.space.build(), config.seed, config.objective.directions)
+
+
+def _evolution(config: SearchConfig, run_dir: Path, in_memory: bool) -> Controller:
     strategy = config.strategy
-    if strategy.name == "random":
-        return RandomSearch(space, config.seed, directions)
-    if strategy.name == "evolution":
-        seeds = tuple(config_spec(r) for r in (*config.baselines, *strategy.seeds))
-        try:
-            return RegularizedEvolution(
-                space, config.seed, directions, strategy.population, strategy.sample_size, seeds, strategy.init
-            )
-        except (SpecError, ValueError) as exc:
-            raise ConfigError(f"strategy: {exc}") from None
+    seeds = tuple(config_spec(r) for r in (*config.baselines, *strategy.seeds))
+    try:
+        return RegularizedEvolution(
+            config.space.build(),
+            config.seed,
+            config.objective.directions,
+            strategy.population,
+            strategy.sample_size,
+            seeds,
+            strategy.init,
+        )
+    except (SpecError, ValueError) as exc:
+        raise ConfigError(f"strategy: {exc}") from None
+
+
+def _optuna(config: SearchConfig, run_dir: Path, in_memory: bool) -> Controller:
     storage = None if in_memory else optuna_storage(config, run_dir)
     kwargs = {"storage": storage, "study_name": config.name}
-    if strategy.name == "nsga2":
-        kwargs["population"] = strategy.population
+    if config.strategy.name == "nsga2":
+        kwargs["population"] = config.strategy.population
     from sqlalchemy.exc import SQLAlchemyError
 
+    cls = TPESearch if config.strategy.name == "tpe" else NSGA2Search
     try:
-        return (TPESearch if strategy.name == "tpe" else NSGA2Search)(space, config.seed, directions, **kwargs)
+        return cls(config.space.build(), config.seed, config.objective.directions, **kwargs)
     except (SQLAlchemyError, OSError) as exc:  # a database that refuses the connection, a full disk
         reason = one_line(str(exc))[:300]
         raise SearchError(f"cannot open the Optuna storage {storage}: {reason}") from None
+
+
+# How each strategy of `STRATEGY_NAMES` is made from a config (a test checks that they match).
+CONTROLLER_MAKERS: dict[str, Callable[[SearchConfig, Path, bool], Controller]] = {
+    "random": _random,
+    "evolution": _evolution,
+    "tpe": _optuna,
+    "nsga2": _optuna,
+}
+OPTUNA_STRATEGIES = tuple(name for name, make in CONTROLLER_MAKERS.items() if make is _optuna)
 
 
 def open_search(config: SearchConfig, run_dir: Path, on_change: Callable[[Search], None] | None = None) -> Search:
