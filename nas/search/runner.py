@@ -181,10 +181,11 @@ def _check_writable(run_dir: Path) -> None:
         raise SearchError(f"{run_dir}: {problem}; the search writes its results there")
 
 
-def check_config(config: SearchConfig) -> TaskConfig:
+def check_config(config: SearchConfig) -> tuple[TaskConfig, Fidelity]:
     """Everything in ``config`` that can be checked without writing or connecting: the task and
     fidelity, the scheduler against the fidelity, the Optuna storage URL, the baselines and seeds,
-    the search space. Returns the task; `ConfigError` naming the key otherwise."""
+    the search space. Returns the task and the fidelity (a task sized from its data has read it to
+    size the fidelity: once is enough); `ConfigError` naming the key otherwise."""
     task = load_task(config.task, config.data_root)
     fidelity = task.fidelity(config.fidelity)
     _check_scheduler(config, fidelity)
@@ -202,7 +203,7 @@ def check_config(config: SearchConfig) -> TaskConfig:
                 raise ConfigError(f"{key}[{i}]: {ref} at fidelity {config.fidelity!r}: {exc}") from None
     if config.strategy.name == "evolution":
         make_controller(config, Path("."))  # its seeds must lie in the space; nothing is opened
-    return task
+    return task, fidelity
 
 
 def _check_scheduler(config: SearchConfig, fidelity: Fidelity) -> None:
@@ -488,7 +489,7 @@ def run_search(
     """
     run_dir = Path(run_dir).resolve()
     config = run_config(config, run_dir, resume)
-    task = check_config(config)
+    task, fidelity = check_config(config)
     saved = check_resumable(config, run_dir) if resume else None
     if saved is not None and saved.unfinished == 0 and saved.recorded >= config.budget.trials:
         log(f"{run_dir}: the budget of {config.budget.trials} trials is spent; nothing to do")
@@ -513,7 +514,7 @@ def run_search(
         f"task {task.name} at {config.fidelity} fidelity, run directory {run_dir}"
         + (f" (resumed: {len(search.store)} rows, {len(search.rerun)} to run again)" if resume else "")
     )
-    tune_search(search, config, task.to_dict(), run_dir)
+    tune_search(search, config, task.to_dict(), fidelity, run_dir)
     progress.update(search, final=True)
     return search
 
@@ -544,7 +545,7 @@ def make_trainable(config: SearchConfig, task: dict[str, Any], fidelity: str, se
     )
 
 
-def tune_search(search: Search, config: SearchConfig, task: dict[str, Any], run_dir: Path) -> None:
+def tune_search(search: Search, config: SearchConfig, task: dict[str, Any], fidelity: Fidelity, run_dir: Path) -> None:
     from ray import tune
 
     resources = config.resources
@@ -553,10 +554,9 @@ def tune_search(search: Search, config: SearchConfig, task: dict[str, Any], run_
     if config.scheduler.asha:
         from ray.tune.schedulers import ASHAScheduler
 
-        steps = load_task(config.task, config.data_root).fidelity(config.fidelity).steps
         scheduler = ASHAScheduler(
             time_attr="step",
-            max_t=steps,
+            max_t=fidelity.steps,
             grace_period=config.scheduler.grace_steps,
             reduction_factor=config.scheduler.reduction_factor,
         )
