@@ -439,13 +439,10 @@ def _summary(run_dir: Path, top: int = 10) -> list[str]:
 
 def _baselines(run_dir: Path) -> list[str]:
     """The baselines the run's config names (none without a config); a damaged config is an error."""
-    from nas.common.config import load_file
-    from nas.search.run_dir import CONFIG_NAME
+    from nas.search.run_dir import CONFIG_NAME, read_config
 
     path = run_dir / CONFIG_NAME
-    if not path.is_file():
-        return []
-    baselines = load_file(path).get("baselines") or []
+    baselines = (read_config(run_dir) or {}).get("baselines") or []
     if not isinstance(baselines, list) or not all(isinstance(b, str) for b in baselines):
         raise CliError(f"{path}: baselines: expected a list of architecture names or spec files")
     return baselines
