@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nas.common.errors import UserError
+from nas.common.errors import UserError, first_line
 from nas.search.leaderboard import leaderboard as rank_trials
 from nas.search.objective import COSTS, pareto_front
 from nas.search.run_dir import (
@@ -300,8 +300,8 @@ class Run:
         """``promoted/<hash>/metrics.json`` ({} when the model was not promoted or it is unreadable)."""
         path = self.promoted_dir(spec_hash) / PROMOTED_METRICS
         try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
+            return read_json(path)
+        except RunDirError:
             return {}
 
     def rank_correlation(self) -> tuple[float, float, int]:
@@ -451,7 +451,7 @@ def _read_table(path: Path) -> pa.Table:
     try:
         return pq.read_table(pa.BufferReader(data))
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise RunError(f"{path}: damaged Parquet table ({_first_line(exc)})") from None
+        raise RunError(f"{path}: damaged Parquet table ({first_line(exc)})") from None
 
 
 def _read_trials(path: Path) -> pd.DataFrame:
@@ -479,11 +479,6 @@ def _read_typed(path: Path, columns: dict[str, str], what: str) -> pd.DataFrame:
 
 def _empty(columns: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------- rows

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nas.common.errors import UserError
+from nas.common.config import MAX_SEED
+from nas.common.errors import UserError, one_line
+from nas.common.jsonutil import write_json
 from search_spaces import SearchSpace, SpaceOptions, SpecError, get_spec, mutate, published_names, resolve_spec, sample
 from search_spaces.spec import MAX_CLASSES, ArchSpec
 
@@ -39,7 +41,7 @@ class NasArgumentParser(argparse.ArgumentParser):
 MAX_IMAGE_SIDE = 4096  # twice a Cityscapes frame's 2048
 MAX_DPI = 1200
 MAX_MUTATION_STEPS = 10_000
-MAX_SEED = 2**32 - 1  # 32 bits, the range most tools take
+MAX_PROMOTE_SEEDS = 100  # trainings per model at the promoted fidelity: already far more than a comparison needs
 
 
 def int_in(low: int, high: int | None = None):
@@ -61,6 +63,16 @@ def int_in(low: int, high: int | None = None):
 positive_int = int_in(1)
 image_side = int_in(1, MAX_IMAGE_SIDE)
 seed_int = int_in(0, MAX_SEED)
+promote_seeds = int_in(1, MAX_PROMOTE_SEEDS)
+
+
+def strategy_name(text: str) -> str:
+    """An argparse ``type``: a search strategy's name (imported here, not at start: the search package is large)."""
+    from nas.search.config import STRATEGY_NAMES
+
+    if text not in STRATEGY_NAMES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(STRATEGY_NAMES)}, got {text!r}")
+    return text
 
 
 def available_cores() -> int:
@@ -302,7 +314,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         source_spec=spec.to_json(indent=None),
         miou=result.miou,
     )
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     (out / CHECKPOINT_NAME).unlink(missing_ok=True)  # finished: the resume state is no longer needed
     log.info("done: status %s, mIoU %.4f, %.1f s training", result.status, result.miou, result.train_seconds)
     miou = "nan" if math.isnan(result.miou) else f"{result.miou:.4f}"
@@ -427,13 +439,10 @@ def _summary(run_dir: Path, top: int = 10) -> list[str]:
 
 def _baselines(run_dir: Path) -> list[str]:
     """The baselines the run's config names (none without a config); a damaged config is an error."""
-    from nas.common.config import load_file
-    from nas.search.run_dir import CONFIG_NAME
+    from nas.search.run_dir import CONFIG_NAME, read_config
 
     path = run_dir / CONFIG_NAME
-    if not path.is_file():
-        return []
-    baselines = load_file(path).get("baselines") or []
+    baselines = (read_config(run_dir) or {}).get("baselines") or []
     if not isinstance(baselines, list) or not all(isinstance(b, str) for b in baselines):
         raise CliError(f"{path}: baselines: expected a list of architecture names or spec files")
     return baselines
@@ -466,7 +475,9 @@ def _promotion_lines(run_dir: Path) -> list[str]:
     path = promoted_dir(run_dir) / SUMMARY_NAME
     try:
         return format_comparison(read_json(path).get("comparison") or {})
-    except (KeyError, TypeError, AttributeError, ValueError):
+    except UserError:
+        raise  # the reader's own message names the damage
+    except (KeyError, TypeError, AttributeError, ValueError, RecursionError):
         raise CliError(f"{path}: damaged promotion summary (an unreadable comparison)") from None
 
 
@@ -503,14 +514,6 @@ def cmd_report(args: argparse.Namespace) -> None:
     if args.out is not None:
         check_output_dir(args.out, "--out")
     print(write_report(args.run_dir, args.out, top=args.top))
-
-
-def _write_json(path: Path, data: Any) -> None:
-    from .common.atomic import atomic_path
-    from .common.jsonutil import json_ready
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(json_ready(data), indent=2))
 
 
 def _add_space_options(p: argparse.ArgumentParser) -> None:
@@ -617,7 +620,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="run (or resume) an architecture search on Ray Tune")
     p.add_argument("--config", help="search config YAML (see launch/configs/)")
     p.add_argument("--out", help="run directory (results table, state; shared storage on a cluster)")
-    p.add_argument("--strategy", choices=["random", "evolution", "tpe", "nsga2"], help="override the config's")
+    p.add_argument("--strategy", type=strategy_name, help="override the config's strategy")
     p.add_argument("--trials", type=positive_int, help="override the budget (number of candidates trained)")
     p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else a private local Ray)")
     p.add_argument(
@@ -642,7 +645,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--pareto", action="store_true", help="take the Pareto front (mIoU vs cost) instead")
     p.add_argument("--fidelity", default="full")
     p.add_argument("--seed", type=seed_int, default=0, help="the first seed")
-    p.add_argument("--seeds", type=positive_int, default=2, help="how many seeds (--seed, --seed + 1, ...)")
+    p.add_argument("--seeds", type=promote_seeds, default=2, help="how many seeds (--seed, --seed + 1, ...)")
     p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else a private local Ray)")
     p.set_defaults(func=cmd_promote)
 
@@ -658,13 +661,13 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(exc: BaseException) -> str:
+def _own_message(exc: BaseException) -> str:
     """The error's own message, also when a DataLoader worker wrapped it in a traceback."""
     text = str(exc)
     if "Original Traceback" in text:
         last = [line for line in text.splitlines() if line.strip()][-1]
         text = last.split(": ", 1)[1] if ": " in last else last
-    return " ".join(text.split("\n"))
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -678,7 +681,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.device = check_device(args.device)
         args.func(args)
     except UserError as exc:
-        return _fail(_one_line(exc))
+        return _fail(_own_message(exc))
     except BrokenPipeError:
         return 0
     except (OSError, UnicodeDecodeError, MemoryError) as exc:
@@ -689,8 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str) -> int:
-    line = " ".join(message.splitlines())  # a path or value may hold a line break: the message stays one line
-    print(f"nas: error: {line}", file=sys.stderr)
+    print(f"nas: error: {one_line(message)}", file=sys.stderr)  # a path or value may hold a line break
     return 2
 
 

@@ -495,12 +495,29 @@ RESUME_ONLY_DAMAGE: list[tuple[str, Callable[[Path], None]]] = [
         lambda run: (run / "config.yaml").write_text((run / "config.yaml").read_text() + "colour: red\n"),
     ),
     ("config-python-tag", replace_file("config.yaml", "name: !!python/object/apply:os.system ['touch pwned']\n")),
+    ("config-nested", replace_file("config.yaml", "a: " + nested(5000))),
 ]
 VIEW_DAMAGE = [
     *TABLE_DAMAGE,
     ("config-garbage", replace_file("config.yaml", "name: [unclosed\n")),
     ("config-binary", replace_file("config.yaml", bytes(range(256)) * 4)),
     ("config-list", replace_file("config.yaml", "- a\n")),
+    ("config-nested", replace_file("config.yaml", "a: " + nested(5000))),
+]
+
+
+def promoted_summary(content: str) -> Callable[[Path], None]:
+    def damage(run: Path) -> None:
+        (run / "promoted").mkdir(exist_ok=True)
+        (run / "promoted" / "summary.json").write_text(content)
+
+    return damage
+
+
+SUMMARY_DAMAGE = [  # read by the views only: `nas promote` writes the summary, never reads it
+    ("summary-nested", promoted_summary('{"comparison": ' + nested(5000) + "}")),
+    ("summary-garbage", promoted_summary("{not json")),
+    ("summary-list", promoted_summary("[]")),
 ]
 
 
@@ -522,12 +539,15 @@ def run_dir_cases() -> list[Case]:
     cases = [case(label, "evolution", damage, resume) for label, damage in [*TABLE_DAMAGE, *RESUME_ONLY_DAMAGE]]
     for command in (show, report, promote):
         cases += [case(label, "evolution", damage, command) for label, damage in VIEW_DAMAGE]
+    for command in (show, report):
+        cases += [case(label, "evolution", damage, command) for label, damage in SUMMARY_DAMAGE]
     cases += [
         case("crafted-pickled-sampler", "tpe", crafted_sampler, resume),
         case("state-garbage", "tpe", replace_file("search_state.json", "{"), resume),
         case("journal-garbage", "tpe", replace_file("optuna.journal", b"\x00garbage\n" * 20), resume),
         case("unknown-fidelity", "evolution", lambda run: None, ["promote", "RUN", "--fidelity", "bogus"]),
         case("top-0", "evolution", lambda run: None, ["promote", "RUN", "--top", "0"]),
+        case("seeds-101", "evolution", lambda run: None, ["promote", "RUN", "--seeds", "101"]),
     ]
     return cases
 

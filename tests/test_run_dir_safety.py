@@ -403,7 +403,8 @@ def test_a_planted_tune_experiment_state_is_never_read(tmp_path, monkeypatch) ->
     search.stopped = True  # no trial: the case in which Tune reads its experiment state back
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     try:
-        runner.tune_search(search, config, load_task(config.task).to_dict(), run_dir)
+        task = load_task(config.task)
+        runner.tune_search(search, config, task.to_dict(), task.fidelity(config.fidelity), run_dir)
     finally:
         ray.shutdown()
     sessions = sorted(p.name for p in (run_dir / "ray").iterdir())

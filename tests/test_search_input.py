@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from nas.cli import main
-from nas.search import Outcome, evaluate_in_process
-from nas.search.config import search_config_from_dict
+from nas.search import STRATEGIES, Outcome, evaluate_in_process
+from nas.search.config import STRATEGY_NAMES, search_config_from_dict
 from nas.search.run_dir import STATE_NAME, TABLE_NAME
-from nas.search.runner import open_search, prepare_run_dir
+from nas.search.runner import CONTROLLER_MAKERS, open_search, prepare_run_dir
 from nas.search.store import read_rows, write_rows
 from search_spaces import get_spec
 
@@ -189,6 +189,13 @@ def test_an_out_that_is_a_file_or_holds_a_search_is_left_as_it_is(tmp_path, caps
     before = snapshot(run_dir)
     line = refused(["search", "--config", str(config), "--out", str(run_dir)], capsys)
     assert "already holds a search" in line and snapshot(run_dir) == before
+
+
+def test_the_strategies_are_one_list(tmp_path, capsys) -> None:
+    assert tuple(STRATEGIES) == STRATEGY_NAMES == tuple(CONTROLLER_MAKERS)
+    config = write_config(tmp_path)
+    line = refused(["search", "--config", str(config), "--out", str(tmp_path / "run"), "--strategy", "bogus"], capsys)
+    assert "expected one of random, evolution, tpe, nsga2, got 'bogus'" in line and not (tmp_path / "run").exists()
 
 
 def test_a_budget_override_below_one_is_refused(tmp_path, capsys) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nas.common.config import ConfigError
+from nas.common.config import ConfigError, read_mapping
+from nas.common.errors import UserError, first_line, one_line
 from proxy_tasks.task import Fidelity, FromData, TaskConfig, builtin_tasks, load_task, scale_spec, task_from_dict
 from search_spaces import get_spec
 
@@ -103,6 +104,45 @@ def test_missing_and_malformed_task_files(tmp_path: Path) -> None:
         load_task(bad)
     with pytest.raises(ConfigError, match="missing key 'name'"):
         task_from_dict({"fidelities": {"smoke": {}}})
+
+
+class DamagedError(UserError):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "problem"),
+    [
+        ("deep.yaml", "a: " + "[" * 5000 + "]" * 5000, "malformed file: nested too deeply"),
+        ("deep.json", '{"a": ' + "[" * 5000 + "]" * 5000 + "}", "malformed file: nested too deeply"),
+        ("list.json", "[1, 2]", "expected a mapping at the top level"),
+        ("bad.json", "{not json", "malformed file: Expecting property name"),
+    ],
+)
+def test_read_mapping_gives_the_callers_error_naming_the_file(tmp_path: Path, name, text, problem) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DamagedError) as caught:
+        read_mapping(path, DamagedError, "damaged thing")
+    assert str(caught.value).startswith(f"{path}: damaged thing ({problem}")
+    assert "\n" not in str(caught.value)
+
+
+def test_read_mapping_reads_yaml_and_json_and_an_empty_file_only_when_allowed(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("x: 1\n")
+    (tmp_path / "a.json").write_text('{"x": [1, 2]}')
+    (tmp_path / "empty.yaml").write_text("")
+    assert read_mapping(tmp_path / "a.yaml") == {"x": 1}
+    assert read_mapping(tmp_path / "a.json") == {"x": [1, 2]}
+    assert read_mapping(tmp_path / "empty.yaml", empty={}) == {}
+    with pytest.raises(ConfigError, match=r"empty\.yaml: expected a mapping at the top level$"):
+        read_mapping(tmp_path / "empty.yaml")
+
+
+def test_first_line_and_one_line() -> None:
+    assert first_line(ValueError("")) == "ValueError"  # no IndexError on an empty message
+    assert first_line(ValueError("\n  the cause \nmore")) == "the cause"
+    assert one_line("a path\nwith\t a  break") == "a path with a break"
 
 
 def test_unknown_fidelity_is_named() -> None:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
-from .errors import UserError
+from .errors import UserError, first_line, one_line
 from .text import read_text
 
 T = TypeVar("T")
@@ -41,28 +41,54 @@ class Words:
 YAML_WORDS = Words()
 JSON_WORDS = Words(mapping="an object", key="field", boolean="a boolean")
 _PLURALS = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
+MAX_SEED = 2**32 - 1  # 32 bits: numpy's generators (Optuna's samplers) and most tools take no more
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON mapping."""
+    """Read a YAML or JSON mapping (a user's config); `ConfigError` naming the file when it is not one."""
+    return read_mapping(path)
+
+
+def read_mapping(
+    path: str | Path, error: type[UserError] = ConfigError, what: str = "", empty: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The mapping in a YAML file, or in a JSON file (by its ``.json`` suffix).
+
+    A file that cannot be read, is malformed, nested too deeply for the parser or not a mapping is an
+    ``error`` of one line naming it: ``<path>: <problem>``, or ``<path>: <what> (<problem>)`` with ``what``.
+    An empty YAML file is ``empty`` when given (else not a mapping).
+    """
     path = Path(path)
-    text = read_text(path, ConfigError)
+    text = read_text(path, error)
+    try:
+        data = _parse(path, text)
+    except _Malformed as exc:
+        raise error(f"{path}: {what} ({exc})" if what else f"{path}: {exc}") from None
+    if data is None and empty is not None:
+        return empty
+    if not isinstance(data, dict):
+        problem = "expected a mapping at the top level"
+        raise error(f"{path}: {what} ({problem})" if what else f"{path}: {problem}")
+    return data
+
+
+class _Malformed(Exception):
+    """Text that does not parse; its message is the problem, in one line."""
+
+
+def _parse(path: Path, text: str) -> Any:
     try:
         if path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
+            return json.loads(text)
+        import yaml
 
-            data = yaml.safe_load(text)
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise ConfigError(f"{path}: malformed file: {str(exc).splitlines()[0]}") from None
+        return yaml.safe_load(text)
     except RecursionError:
-        raise ConfigError(f"{path}: malformed file: nested too deeply") from None
+        raise _Malformed("malformed file: nested too deeply") from None
+    except ValueError as exc:
+        raise _Malformed(f"malformed file: {first_line(exc)}") from None
     except Exception as exc:  # yaml.YAMLError and friends
-        raise ConfigError(f"{path}: malformed YAML: {' '.join(str(exc).split())}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return data
+        raise _Malformed(f"malformed YAML: {one_line(str(exc))}") from None
 
 
 def from_dict(cls: type[T], data: Any, where: str = "", words: Words = YAML_WORDS) -> T:

@@ -1,9 +1,14 @@
-"""Values made ready for JSON, which has no NaN or infinity: the one place that writes them as null."""
+"""Values made ready for JSON, which has no NaN or infinity: the one place that writes them as null, and
+the one writer of a JSON file."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
+
+from .atomic import atomic_path
 
 
 def json_ready(value: Any) -> Any:
@@ -18,3 +23,10 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def write_json(path: Path, data: Any) -> None:
+    """``data`` as indented JSON at ``path`` (NaN and infinities as null), replaced atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(json_ready(data), indent=2))

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from nas.common.atomic import atomic_path
+from nas.common.config import read_mapping
 from nas.common.errors import UserError
 from search_spaces import ArchSpec, SpecError, resolve_spec
 
@@ -123,11 +124,7 @@ def find_source(path: str | Path) -> Source:
 
 
 def _read_metrics(path: Path) -> dict[str, Any]:
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ExportError(f"{path}: not readable JSON ({exc})") from None
-    return metrics if isinstance(metrics, dict) else {}
+    return read_mapping(path, ExportError, "not readable JSON")
 
 
 def _why_no_weights(folder: Path) -> str:

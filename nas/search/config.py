@@ -7,16 +7,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from nas.common.config import ConfigError, from_dict, load_file, to_dict
+from nas.common.config import MAX_SEED, ConfigError, from_dict, load_file, to_dict
 from search_spaces import SearchSpace, SpaceOptions, SpecError
 
 from .objective import Objective
 
+StrategyName = Literal["random", "evolution", "tpe", "nsga2"]  # the one list: `nas.search.STRATEGIES` and the CLI
+STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
+
 MAX_NAME = 100
 MAX_BLOCKS = 64
-MAX_SEED = 2**32 - 1
 MAX_RETRIES = 100
 MAX_CONCURRENT = 1024
 RAY_RESOURCE_UNIT = 0.0001  # the smallest nonzero resource request Ray accepts
@@ -24,7 +26,7 @@ RAY_RESOURCE_UNIT = 0.0001  # the smallest nonzero resource request Ray accepts
 
 @dataclass(frozen=True)
 class StrategyConfig:
-    name: Literal["random", "evolution", "tpe", "nsga2"] = "evolution"
+    name: StrategyName = "evolution"
     population: int = 16  # evolution: population size; nsga2: generation size
     sample_size: int = 4  # evolution: tournament size
     init: Literal["random", "mutants"] = "random"  # evolution: how the initial population is filled

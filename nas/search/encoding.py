@@ -24,8 +24,6 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 from search_spaces import ArchSpec, SearchSpace
 from search_spaces.space import assemble, required_levels
 
-FIELDS = ("level", "type", "dilation", "parent_a", "parent_b")
-
 
 def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
     levels = list(range(space.min_level, space.max_level + 1))

@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from nas.common.atomic import atomic_path
+from nas.common.config import read_mapping
 from nas.common.jsonutil import json_ready
 from proxy_tasks.task import load_task, scale_spec
 from search_spaces import ArchSpec, SpecError
@@ -269,8 +270,8 @@ def _done(folder: Path) -> bool:
     if not (metrics.is_file() and (folder / MODEL_NAME).is_file()):
         return False
     try:
-        return json.loads(metrics.read_text()).get("status") == OK
-    except (OSError, ValueError):
+        return read_mapping(metrics, SearchError).get("status") == OK
+    except SearchError:
         return False
 
 
@@ -405,7 +406,7 @@ def _seed_rows(models: list[Model], run_dir: Path, fidelity: str, seeds: list[in
         for seed in seeds:
             folder = promoted_seed_dir(run_dir, model.spec_hash, fidelity, seed)
             path = folder / PROMOTED_METRICS
-            record = json.loads(path.read_text()) if path.is_file() else {"status": MISSING}
+            record = read_mapping(path, SearchError) if path.is_file() else {"status": MISSING}
             metrics = record.get("full") or {}
             rows.append(
                 {

@@ -23,7 +23,6 @@ and after ``nas report``, ``report/``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +31,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from nas.common.atomic import atomic_path
-from nas.common.config import ConfigError, to_dict
-from nas.common.errors import UserError
-from nas.common.jsonutil import json_ready
+from nas.common.config import ConfigError, read_mapping, to_dict
+from nas.common.errors import UserError, one_line
+from nas.common.jsonutil import write_json
 
 from .config import SearchConfig, search_config_from_dict
 
@@ -64,15 +63,12 @@ def holds_search(run_dir: Path) -> bool:
 
 # ---------------------------------------------------------------------------------- config.yaml
 def read_config(run_dir: Path) -> dict[str, Any] | None:
-    """The mapping in ``RUN_DIR/config.yaml`` as written (None without the file); not checked
-    against `SearchConfig`. `RunDirError` for a file that is not a YAML mapping."""
+    """The mapping in ``RUN_DIR/config.yaml`` as written (None without the file, {} for an empty one); not
+    checked against `SearchConfig`. `RunDirError` for a file that is not a YAML mapping."""
     path = Path(run_dir) / CONFIG_NAME
     if not path.is_file():
         return None
-    data = _load_yaml(path)
-    if data is not None and not isinstance(data, dict):
-        raise RunDirError(f"{path}: damaged run config (not a mapping)")
-    return data or {}
+    return read_mapping(path, RunDirError, "damaged run config", empty={})
 
 
 def saved_config(run_dir: Path) -> SearchConfig:
@@ -80,17 +76,11 @@ def saved_config(run_dir: Path) -> SearchConfig:
     path = Path(run_dir) / CONFIG_NAME
     if not path.is_file():
         raise RunDirError(f"{run_dir}: nothing to resume (no {CONFIG_NAME}); start it with --config")
+    data = read_mapping(path, RunDirError, "damaged run config")
     try:
-        return search_config_from_dict(_load_yaml(path))
+        return search_config_from_dict(data)
     except ConfigError as exc:
-        raise RunDirError(f"{path}: damaged run config ({_one_line(exc)})") from None
-
-
-def _load_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise RunDirError(f"{path}: damaged run config ({_one_line(exc)})") from None
+        raise RunDirError(f"{path}: damaged run config ({one_line(str(exc))})") from None
 
 
 def write_config(config: SearchConfig, run_dir: Path) -> None:
@@ -134,23 +124,8 @@ def write_promoted(
     write_json(promoted_dir(run_dir) / SUMMARY_NAME, summary)
 
 
-def write_json(path: Path, data: Any) -> None:
-    """``data`` as indented JSON at ``path`` (NaN and infinities as null), replaced atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(json_ready(data), indent=2))
-
-
 def read_json(path: Path) -> dict[str, Any]:
-    """The JSON object at ``path``; {} without the file or for JSON that is not an object."""
+    """The JSON object at ``path`` ({} without the file); `RunDirError` when it is not one."""
     if not path.exists():
         return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise RunDirError(f"{path}: damaged JSON ({_one_line(exc)})") from None
-    return data if isinstance(data, dict) else {}
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return read_mapping(path, RunDirError, "damaged JSON")

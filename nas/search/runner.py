@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.common.config import ConfigError, to_dict
-from nas.common.errors import UserError
+from nas.common.errors import UserError, one_line
 from proxy_tasks.task import Fidelity, TaskConfig, load_task, scale_spec
 from search_spaces import ArchSpec, SpecError, resolve_spec
 
@@ -52,7 +52,6 @@ from .status import tune_status
 from .tpe import TPESearch
 from .trainable import train_candidate
 
-OPTUNA_STRATEGIES = ("tpe", "nsga2")
 Log = Callable[[str], None]
 
 
@@ -72,30 +71,53 @@ def config_spec(ref: str) -> ArchSpec:
 def make_controller(config: SearchConfig, run_dir: Path, in_memory: bool = False) -> Controller:
     """The config's strategy; an Optuna one opens (creates) its study unless ``in_memory``, which
     writes nothing anywhere (for checking a saved controller state)."""
-    space = config.space.build()
-    directions = config.objective.directions
+    return CONTROLLER_MAKERS[config.strategy.name](config, run_dir, in_memory)
+
+
+def _random(config: SearchConfig, run_dir: Path, in_memory: bool) -> Controller:
+    return RandomSearch(config.space.build(), config.seed, config.objective.directions)
+
+
+def _evolution(config: SearchConfig, run_dir: Path, in_memory: bool) -> Controller:
     strategy = config.strategy
-    if strategy.name == "random":
-        return RandomSearch(space, config.seed, directions)
-    if strategy.name == "evolution":
-        seeds = tuple(config_spec(r) for r in (*config.baselines, *strategy.seeds))
-        try:
-            return RegularizedEvolution(
-                space, config.seed, directions, strategy.population, strategy.sample_size, seeds, strategy.init
-            )
-        except (SpecError, ValueError) as exc:
-            raise ConfigError(f"strategy: {exc}") from None
+    seeds = tuple(config_spec(r) for r in (*config.baselines, *strategy.seeds))
+    try:
+        return RegularizedEvolution(
+            config.space.build(),
+            config.seed,
+            config.objective.directions,
+            strategy.population,
+            strategy.sample_size,
+            seeds,
+            strategy.init,
+        )
+    except (SpecError, ValueError) as exc:
+        raise ConfigError(f"strategy: {exc}") from None
+
+
+def _optuna(config: SearchConfig, run_dir: Path, in_memory: bool) -> Controller:
     storage = None if in_memory else optuna_storage(config, run_dir)
     kwargs = {"storage": storage, "study_name": config.name}
-    if strategy.name == "nsga2":
-        kwargs["population"] = strategy.population
+    if config.strategy.name == "nsga2":
+        kwargs["population"] = config.strategy.population
     from sqlalchemy.exc import SQLAlchemyError
 
+    cls = TPESearch if config.strategy.name == "tpe" else NSGA2Search
     try:
-        return (TPESearch if strategy.name == "tpe" else NSGA2Search)(space, config.seed, directions, **kwargs)
+        return cls(config.space.build(), config.seed, config.objective.directions, **kwargs)
     except (SQLAlchemyError, OSError) as exc:  # a database that refuses the connection, a full disk
-        reason = " ".join(str(exc).split())[:300]
+        reason = one_line(str(exc))[:300]
         raise SearchError(f"cannot open the Optuna storage {storage}: {reason}") from None
+
+
+# How each strategy of `STRATEGY_NAMES` is made from a config (a test checks that they match).
+CONTROLLER_MAKERS: dict[str, Callable[[SearchConfig, Path, bool], Controller]] = {
+    "random": _random,
+    "evolution": _evolution,
+    "tpe": _optuna,
+    "nsga2": _optuna,
+}
+OPTUNA_STRATEGIES = tuple(name for name, make in CONTROLLER_MAKERS.items() if make is _optuna)
 
 
 def open_search(config: SearchConfig, run_dir: Path, on_change: Callable[[Search], None] | None = None) -> Search:
@@ -159,10 +181,11 @@ def _check_writable(run_dir: Path) -> None:
         raise SearchError(f"{run_dir}: {problem}; the search writes its results there")
 
 
-def check_config(config: SearchConfig) -> TaskConfig:
+def check_config(config: SearchConfig) -> tuple[TaskConfig, Fidelity]:
     """Everything in ``config`` that can be checked without writing or connecting: the task and
     fidelity, the scheduler against the fidelity, the Optuna storage URL, the baselines and seeds,
-    the search space. Returns the task; `ConfigError` naming the key otherwise."""
+    the search space. Returns the task and the fidelity (a task sized from its data has read it to
+    size the fidelity: once is enough); `ConfigError` naming the key otherwise."""
     task = load_task(config.task, config.data_root)
     fidelity = task.fidelity(config.fidelity)
     _check_scheduler(config, fidelity)
@@ -180,7 +203,7 @@ def check_config(config: SearchConfig) -> TaskConfig:
                 raise ConfigError(f"{key}[{i}]: {ref} at fidelity {config.fidelity!r}: {exc}") from None
     if config.strategy.name == "evolution":
         make_controller(config, Path("."))  # its seeds must lie in the space; nothing is opened
-    return task
+    return task, fidelity
 
 
 def _check_scheduler(config: SearchConfig, fidelity: Fidelity) -> None:
@@ -216,7 +239,7 @@ def check_optuna_url(url: str) -> None:
             "mysql://...; or a journal file path)"
         ) from None
     except (ArgumentError, ValueError) as exc:
-        raise ConfigError(f"storage.optuna: not a database URL ({' '.join(str(exc).split())[:200]})") from None
+        raise ConfigError(f"storage.optuna: not a database URL ({one_line(str(exc))[:200]})") from None
     try:
         dialect.import_dbapi()
     except ImportError as exc:
@@ -344,7 +367,7 @@ def connect_ray(config: SearchConfig, address: str | None, log: Log) -> bool:
         try:
             ray.init(address=address, log_to_driver=False, logging_level="WARNING")
         except Exception as exc:  # ConnectionError, TimeoutError, RuntimeError depending on the failure
-            reason = " ".join(str(exc).split())[:200]
+            reason = one_line(str(exc))[:200]
             raise SearchError(f"cannot reach the Ray cluster at {address}: {reason}{_auth_hint(reason)}") from None
         _check_fits_or_shut_down(config.resources, log, may_grow=cluster_may_grow())
         log(f"joined the Ray cluster at {address}: {ray.cluster_resources()}")
@@ -466,7 +489,7 @@ def run_search(
     """
     run_dir = Path(run_dir).resolve()
     config = run_config(config, run_dir, resume)
-    task = check_config(config)
+    task, fidelity = check_config(config)
     saved = check_resumable(config, run_dir) if resume else None
     if saved is not None and saved.unfinished == 0 and saved.recorded >= config.budget.trials:
         log(f"{run_dir}: the budget of {config.budget.trials} trials is spent; nothing to do")
@@ -491,7 +514,7 @@ def run_search(
         f"task {task.name} at {config.fidelity} fidelity, run directory {run_dir}"
         + (f" (resumed: {len(search.store)} rows, {len(search.rerun)} to run again)" if resume else "")
     )
-    tune_search(search, config, task.to_dict(), run_dir)
+    tune_search(search, config, task.to_dict(), fidelity, run_dir)
     progress.update(search, final=True)
     return search
 
@@ -522,7 +545,7 @@ def make_trainable(config: SearchConfig, task: dict[str, Any], fidelity: str, se
     )
 
 
-def tune_search(search: Search, config: SearchConfig, task: dict[str, Any], run_dir: Path) -> None:
+def tune_search(search: Search, config: SearchConfig, task: dict[str, Any], fidelity: Fidelity, run_dir: Path) -> None:
     from ray import tune
 
     resources = config.resources
@@ -531,10 +554,9 @@ def tune_search(search: Search, config: SearchConfig, task: dict[str, Any], run_
     if config.scheduler.asha:
         from ray.tune.schedulers import ASHAScheduler
 
-        steps = load_task(config.task, config.data_root).fidelity(config.fidelity).steps
         scheduler = ASHAScheduler(
             time_attr="step",
-            max_t=steps,
+            max_t=fidelity.steps,
             grace_period=config.scheduler.grace_steps,
             reduction_factor=config.scheduler.reduction_factor,
         )

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nas.common.atomic import atomic_path
-from nas.common.errors import UserError
+from nas.common.errors import UserError, first_line
 from nas.common.faults import failpoint
 from search_spaces import ArchSpec
 
@@ -168,7 +168,7 @@ def read_table(path: str | Path) -> pa.Table:
     except FileNotFoundError:
         raise StoreError(f"{path}: no results table") from None
     except (OSError, pa.ArrowInvalid) as exc:
-        raise StoreError(f"{path}: unreadable results table ({str(exc).splitlines()[0]})") from None
+        raise StoreError(f"{path}: unreadable results table ({first_line(exc)})") from None
     missing = set(CORE_COLUMNS) - set(table.column_names)
     if missing:
         raise StoreError(f"{path}: not a results table (missing columns {', '.join(sorted(missing))})")
