@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from nas.common.atomic import atomic_path
-from nas.common.errors import UserError
+from nas.common.errors import UserError, first_line
 from nas.common.faults import failpoint
 from nas.model.builder import build_model
 from nas.model.cost import count_flops, count_params, measure_latency
@@ -253,11 +253,11 @@ def _train(
                     result.status = "pruned"
                     break
     except torch.cuda.OutOfMemoryError as exc:
-        result.status, result.error = "oom", f"out of memory at step {counters.step + 1}: {str(exc).splitlines()[0]}"
+        result.status, result.error = "oom", f"out of memory at step {counters.step + 1}: {first_line(exc)}"
     except RuntimeError as exc:
         if "out of memory" not in str(exc) and "can't allocate memory" not in str(exc):
             raise
-        result.status, result.error = "oom", f"out of memory at step {counters.step + 1}: {str(exc).splitlines()[0]}"
+        result.status, result.error = "oom", f"out of memory at step {counters.step + 1}: {first_line(exc)}"
     finally:
         del loader  # stops the worker processes
 

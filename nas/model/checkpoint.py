@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from nas.common.atomic import atomic_path
-from nas.common.errors import UserError
+from nas.common.errors import UserError, first_line
 from search_spaces import ArchSpec, SpecError
 from search_spaces.spec import MAX_CLASSES
 
@@ -55,6 +55,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Se
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit the spec ({str(exc).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: weights do not fit the spec ({first_line(exc)})") from None
     meta = {k: v for k, v in payload.items() if k not in ("spec", "num_classes", "state_dict")}
     return model.to(device).eval(), meta

@@ -37,7 +37,7 @@ import torch
 
 from nas.common.atomic import atomic_path
 from nas.common.config import read_mapping
-from nas.common.errors import UserError
+from nas.common.errors import UserError, first_line
 from search_spaces import ArchSpec, SpecError, resolve_spec
 
 from .builder import SegmentationModel
@@ -327,8 +327,7 @@ def export(
     except OSError as exc:
         raise ExportError(f"{out}: cannot write ({exc.strerror or exc})") from None
     except Exception as exc:  # the tracer, the exporter and onnx's checker raise many types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ExportError(f"{out}: {fmt} export failed ({type(exc).__name__}: {first})") from exc
+        raise ExportError(f"{out}: {fmt} export failed ({type(exc).__name__}: {first_line(exc)})") from exc
     return ExportReport(out, fmt, size, model.spec.hash, runtime, checks, note)
 
 

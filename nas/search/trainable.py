@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from nas.common.errors import first_line
 from nas.model.checkpoint import save_model
 from proxy_tasks.task import task_from_dict
 from proxy_tasks.trial import CHECKPOINT_NAME, run_trial
@@ -91,7 +92,7 @@ def train_candidate(
                 on_trained=keep_weights,
             )
         except Exception as exc:  # recorded as failed with its reason; the search goes on
-            message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
+            message = f"{type(exc).__name__}: {first_line(exc)}"
             tune.report(
                 {
                     **base,
