@@ -71,7 +71,7 @@ def strategy_name(text: str) -> str:
     from nas.search.config import STRATEGY_NAMES
 
     if text not in STRATEGY_NAMES:
-        raise argparse.ArgumentTypeError(f"expected one of {', '.join(STRATEGY_NAMES)}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(STRATEGY_NAMES)})")
     return text
 
 
