@@ -195,7 +195,10 @@ def test_the_strategies_are_one_list(tmp_path, capsys) -> None:
     assert tuple(STRATEGIES) == STRATEGY_NAMES == tuple(CONTROLLER_MAKERS)
     config = write_config(tmp_path)
     line = refused(["search", "--config", str(config), "--out", str(tmp_path / "run"), "--strategy", "bogus"], capsys)
-    assert "invalid choice: 'bogus' (choose from random, evolution, tpe, nsga2)" in line and not (tmp_path / "run").exists()
+    assert (
+        "invalid choice: 'bogus' (choose from random, evolution, tpe, nsga2)" in line
+        and not (tmp_path / "run").exists()
+    )
 
 
 def test_a_budget_override_below_one_is_refused(tmp_path, capsys) -> None:
