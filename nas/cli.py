@@ -387,6 +387,32 @@ def cmd_search(args: argparse.Namespace) -> None:
         print("stopped early: the strategy kept proposing architectures already evaluated")
 
 
+def cmd_fidelity(args: argparse.Namespace) -> None:
+    from nas.search.fidelity import format_summary, load_fidelity_config, measure, read_summary, summarise_file
+    from nas.search.runner import stderr_log
+
+    if args.results:
+        if args.config or args.out or args.resume:
+            raise CliError("--results scores stored results; it takes no --config, --out or --resume")
+        path = Path(args.results)
+        summary = read_summary(path) if path.is_dir() else summarise_file(path)
+        print(format_summary(summary))
+        return
+    if args.resume:
+        check_output_dir(args.resume, "--resume")
+        if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+            raise CliError(f"--resume {args.resume} and --out {args.out} name different directories")
+        args.out = args.resume
+    if not args.out:
+        raise CliError("--out DIR is needed (or --resume DIR, or --results FILE)")
+    check_output_dir(args.out, "--out")
+    if not args.config and not args.resume:
+        raise CliError("a new measurement needs --config")
+    config = load_fidelity_config(args.config) if args.config else None
+    summary = measure(config, args.out, address=args.address, log=stderr_log)
+    print(format_summary(summary))
+
+
 def _override_search(config, args: argparse.Namespace):
     from dataclasses import replace
 
@@ -632,6 +658,16 @@ def make_parser() -> argparse.ArgumentParser:
         help="continue the search in --out (or RUN_DIR) after a crash or a stop",
     )
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser(
+        "fidelity", help="train architectures at several fidelities and measure how far each ranks like the reference"
+    )
+    p.add_argument("--config", help="fidelity measurement YAML (see launch/configs/ground-truth-cpu.yaml)")
+    p.add_argument("--out", help="its directory (config, trials.parquet, summary.json)")
+    p.add_argument("--resume", metavar="DIR", help="train what is missing in DIR and summarise")
+    p.add_argument("--results", metavar="FILE_OR_DIR", help="only summarise: a measurement's DIR or a results JSON")
+    p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else a private local Ray)")
+    p.set_defaults(func=cmd_fidelity)
 
     p = sub.add_parser("show", help="print a run's leaderboard and best spec (also while it runs)")
     p.add_argument("run_dir")

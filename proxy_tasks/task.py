@@ -25,6 +25,8 @@ from .datasets import DatasetError, SyntheticDataset, cityscapes, folder, voc
 from .datasets.synthetic import SHAPES, check_shapes
 
 TASKS_DIR = Path(__file__).parent / "tasks"
+# The zero-cost proxies a fidelity can name (`proxy_tasks.zero_cost.SCORES` implements each).
+ZeroCostName = Literal["synflow", "naswot", "grad_norm", "snip", "params", "flops"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,9 @@ class Fidelity:
     # evaluate an exponential moving average of the weights and BN statistics with this decay
     # (None: the weights as trained); it damps the last steps' jitter in a short schedule
     ema_decay: float | None = None
+    # a training-free fidelity: score the network at initialisation with this zero-cost proxy
+    # (`proxy_tasks.zero_cost`) on the first mini-batch instead of training it; steps are not used
+    zero_cost: ZeroCostName | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "resolution", _size("resolution", self.resolution, float))

@@ -36,6 +36,8 @@ from search_spaces import ArchSpec
 from .loader import eval_loader, train_loader
 from .metrics import ConfusionMatrix
 from .task import Fidelity, TaskConfig, build_datasets, scale_spec
+from .zero_cost import SCORES as ZERO_COST_SCORES
+from .zero_cost import first_batch
 
 CHECKPOINT_NAME = "trial_state.pt"
 Report = Callable[[dict[str, Any]], bool | None]
@@ -51,6 +53,7 @@ class TrialResult:
     pixel_accuracy: float = math.nan
     val_loss: float = math.nan  # mean cross-entropy over the labelled validation pixels
     per_class_iou: dict[str, float] = field(default_factory=dict)
+    score: float = math.nan  # a training-free fidelity's zero-cost score (higher is better)
     loss_final: float = math.nan
     loss_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss since last point)
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per evaluation
@@ -98,6 +101,8 @@ def run_trial(
         class_names=list(run.train_data.class_names),
         params=count_params(run.model),
     )
+    if run.fid.zero_cost:
+        return _score_untrained(run, result)
     state_file = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
     counters = _Counters()
     if state_file and state_file.is_file():
@@ -313,6 +318,18 @@ def _summarise_training(run: _Run, counters: _Counters, result: TrialResult) -> 
     done = result.train_seconds
     result.images_per_second = counters.step * run.fid.batch_size / done if done else 0.0
     result.data_wait_fraction = counters.data_wait / done if done else 0.0
+
+
+def _score_untrained(run: _Run, result: TrialResult) -> TrialResult:
+    """A training-free fidelity: the zero-cost score of the network as built, on the first mini-batch
+    the trial would have trained on, then the cost as for a trained network."""
+    start = time.perf_counter()
+    images, masks = first_batch(run.train_data, run.task, run.fid, run.seed)
+    scorer = ZERO_COST_SCORES[run.fid.zero_cost]
+    result.score = scorer(run.model, images.to(run.device), masks.to(run.device), run.task.ignore_index)
+    result.train_seconds = time.perf_counter() - start
+    _measure_cost(run, result)
+    return result
 
 
 def _measure_cost(run: _Run, result: TrialResult) -> None:

@@ -29,6 +29,7 @@ The scores, each written from its paper's definition:
 from __future__ import annotations
 
 import math
+from typing import get_args
 from collections.abc import Callable
 
 import torch
@@ -41,7 +42,7 @@ from nas.model.cost import count_flops, count_params
 from search_spaces import ArchSpec
 
 from .loader import StreamSampler, TrainSet
-from .task import Fidelity, TaskConfig, build_datasets, scale_spec
+from .task import Fidelity, TaskConfig, ZeroCostName, build_datasets, scale_spec
 
 # A score takes the freshly built network, a training mini-batch (images, masks) and the label
 # ignored in the loss.
@@ -149,6 +150,9 @@ SCORES: dict[str, Score] = {
     "params": params,
     "flops": flops,
 }
+
+
+assert set(SCORES) == set(get_args(ZeroCostName)), "a fidelity's zero_cost names exactly these scores"
 
 
 def check_name(name: str) -> None:

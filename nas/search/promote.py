@@ -49,12 +49,11 @@ from .run_dir import (
     PROMOTED_SPEC,
     promoted_dir,
     promoted_seed_dir,
-    ray_storage,
     saved_config,
     write_json,
     write_promoted,
 )
-from .runner import SearchError, config_spec, connect_ray, make_trainable, tune_session_name
+from .runner import Job, SearchError, config_spec, connect_ray, run_jobs
 from .status import MISSING, OK, tune_status
 from .trainable import MODEL_NAME
 
@@ -276,56 +275,16 @@ def _done(folder: Path) -> bool:
 
 
 def _train(todo: list[tuple[Model, int]], config, task, fidelity: str, run_dir: Path, log) -> None:
-    """Train each (model, seed) of ``todo``: one Tune trial each, in one experiment. Each training's
-    files are written as its trial ends (`_trial_writer`), so a driver killed mid-promotion keeps
-    what finished and a rerun trains only the rest."""
-    from ray import tune
-
-    resources = config.resources
-    trainable = make_trainable(config, task.to_dict(), fidelity, config.seed)  # each trial's seed is its own
-    trials = [{"id": f"{m.spec_hash[:12]}-seed{s}", "spec": m.spec_json, "seed": s} for m, s in todo]
+    """Train each (model, seed) of ``todo`` (`run_jobs`: one Tune trial each, in one experiment). Each
+    training's files are written as its trial ends, so a driver killed mid-promotion keeps what
+    finished and a rerun trains only the rest."""
     by_id = {f"{m.spec_hash[:12]}-seed{s}": m for m, s in todo}
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"candidate": tune.grid_search(trials), "save_weights": True},
-        tune_config=tune.TuneConfig(
-            max_concurrent_trials=resources.max_concurrent,
-            trial_dirname_creator=lambda trial: f"promote-{trial.config['candidate']['id']}",
-        ),
-        run_config=tune.RunConfig(
-            name=tune_session_name(),  # unguessable: a trial-less Tune run unpickles the state it finds
-            storage_path=ray_storage(config, run_dir),
-            failure_config=tune.FailureConfig(max_failures=config.retries),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[_trial_writer(by_id, run_dir, fidelity, log)],
-            verbose=0,
-        ),
-    )
-    tuner.fit()
+    jobs = [Job(f"{m.spec_hash[:12]}-seed{s}", m.spec_json, fidelity, s) for m, s in todo]
 
+    def write(job: Job, result: dict[str, Any], error: bool, saved: Path | None) -> None:
+        write_training(run_dir, by_id[job.id], fidelity, job.seed, result, error, saved, log)
 
-def _trial_writer(by_id: dict[str, Model], run_dir: Path, fidelity: str, log):
-    """A Tune callback that writes each training's seed folder when its trial completes or errors
-    (Tune has saved the final report's checkpoint by then)."""
-    from ray.tune import Callback
-
-    class TrialWriter(Callback):
-        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            self._write(trial, error=False)
-
-        def on_trial_error(self, iteration, trials, trial, **info) -> None:
-            self._write(trial, error=True)
-
-        def _write(self, trial, error: bool) -> None:
-            model, seed = by_id[trial.config["candidate"]["id"]], int(trial.config["candidate"]["seed"])
-            result, checkpoint = trial.last_result or {}, trial.checkpoint
-            if checkpoint is None or error:
-                write_training(run_dir, model, fidelity, seed, result, error, None, log)
-                return
-            with checkpoint.as_directory() as saved:
-                write_training(run_dir, model, fidelity, seed, result, error, Path(saved), log)
-
-    return TrialWriter()
+    run_jobs(jobs, config, task.to_dict(), run_dir, write, save_weights=True)
 
 
 def write_training(

@@ -50,6 +50,8 @@ PROMOTED_SPEC = "spec.json"  # in PROMOTED_DIR/<hash>, beside the weights (`nas.
 PROMOTED_METRICS = "metrics.json"  # in PROMOTED_DIR/<hash>
 PROMOTED_SEEDS_DIR = "seeds"  # in PROMOTED_DIR/<hash>: one folder per fidelity and seed trained
 REPORT_DIR = "report"
+FIDELITY_CONFIG_NAME = "fidelity.yaml"  # a fidelity measurement's directory (`nas.search.fidelity`)
+FIDELITY_SUMMARY_NAME = "summary.json"  # beside it, with its trials.parquet
 SEARCH_FILES = (CONFIG_NAME, TABLE_NAME, STATE_NAME)  # any of them: the directory holds a search
 
 

@@ -24,7 +24,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -582,6 +582,70 @@ def tune_search(search: Search, config: SearchConfig, task: dict[str, Any], fide
             failure_config=tune.FailureConfig(max_failures=config.retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[_retry_counter(searcher)],
+            verbose=0,
+        ),
+    )
+    tuner.fit()
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training of a fixed set (a promotion, a fidelity measurement): a spec at a fidelity with a seed."""
+
+    id: str  # unique in its set; names the Tune trial's folder
+    spec_json: str
+    fidelity: str
+    seed: int
+
+
+def run_jobs(
+    jobs: list[Job],
+    config: SearchConfig,
+    task: dict[str, Any],
+    run_dir: Path,
+    on_done: Callable[[Job, dict[str, Any], bool, Path | None], None],
+    save_weights: bool = False,
+) -> None:
+    """Train each of ``jobs`` as a trial of one Tune experiment, with the search's trainable and the
+    config's resources and retries. ``on_done(job, last_result, error, checkpoint_dir)`` is called as
+    each trial ends (``error``: Tune gave up on it; ``checkpoint_dir``: its last checkpoint, which holds
+    the weights with ``save_weights``), so a driver killed midway keeps every finished job."""
+    from ray import tune
+    from ray.tune import Callback
+
+    by_id = {job.id: job for job in jobs}
+    trainable = make_trainable(config, task, config.fidelity, config.seed)  # each job names its own
+
+    class JobWriter(Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self._done(trial, error=False)
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            self._done(trial, error=True)
+
+        def _done(self, trial, error: bool) -> None:
+            job, result, checkpoint = by_id[trial.config["candidate"]["id"]], trial.last_result or {}, trial.checkpoint
+            if checkpoint is None or error:
+                on_done(job, result, error, None)
+                return
+            with checkpoint.as_directory() as saved:
+                on_done(job, result, error, Path(saved))
+
+    candidates = [{"id": j.id, "spec": j.spec_json, "fidelity": j.fidelity, "seed": j.seed} for j in jobs]
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"candidate": tune.grid_search(candidates), "save_weights": save_weights},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=config.resources.max_concurrent,
+            trial_dirname_creator=lambda trial: f"job-{trial.config['candidate']['id']}",
+            reuse_actors=True,  # a new worker process per trial costs seconds of imports
+        ),
+        run_config=tune.RunConfig(
+            name=tune_session_name(),  # unguessable: a trial-less Tune run unpickles the state it finds
+            storage_path=ray_storage(config, run_dir),
+            failure_config=tune.FailureConfig(max_failures=config.retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=[JobWriter()],
             verbose=0,
         ),
     )

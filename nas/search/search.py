@@ -191,7 +191,7 @@ class Search:
             self.attempts[candidate.id] = self.attempts.get(candidate.id, 1) + retries
         m = outcome.metrics
         row = metric_values(m)
-        for k in ("miou", "pixel_accuracy", "loss_final", "latency_ms", "peak_memory_mb", "val_loss"):
+        for k in ("miou", "pixel_accuracy", "loss_final", "latency_ms", "peak_memory_mb", "val_loss", "score"):
             row[k] = finite_or_none(row[k])
         row.update(self._identity(candidate))
         values = self.objective.values(m) if outcome.status in SCORED else None

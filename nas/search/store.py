@@ -44,6 +44,7 @@ ADDED_METRICS = (
     "num_classes",
     "input_height",
     "input_width",
+    "score",
 )
 
 SCHEMA = pa.schema(
@@ -87,6 +88,7 @@ SCHEMA = pa.schema(
         ("num_classes", pa.int64()),
         ("input_height", pa.int64()),  # the evaluation input size its FLOPs were counted at
         ("input_width", pa.int64()),
+        ("score", pa.float64()),  # a training-free fidelity's zero-cost score (proxy_tasks.zero_cost)
     ]
 )
 COLUMNS = tuple(SCHEMA.names)

@@ -57,7 +57,10 @@ def train_candidate(
         # Loader processes would compete with the trials packed onto this node's cores.
         task_config = replace(task_config, workers=0)
     save_weights = bool(config.get("save_weights"))
-    seed = int(config["candidate"].get("seed", seed))  # a promotion trains several seeds in one experiment
+    # A promotion or a fidelity measurement trains several seeds and fidelities in one experiment, a
+    # search's fidelity ladder several fidelities: each candidate may name its own.
+    seed = int(config["candidate"].get("seed", seed))
+    fidelity = config["candidate"].get("fidelity", fidelity)
     base = {"node": node_name(), "device": device, "started_at": started}
 
     with tempfile.TemporaryDirectory(prefix="nas-trial-") as work:

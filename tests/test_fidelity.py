@@ -1,0 +1,212 @@
+"""`nas fidelity`: rank statistics, the training-free fidelity kind, the measured set, the Ray measurement."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+from scipy.stats import kendalltau, spearmanr
+
+from nas.cli import main
+from nas.common.config import ConfigError
+from nas.search.correlation import format_agreement, rank_agreement, spread_over_noise
+from nas.search.fidelity import (
+    ArchitecturesConfig,
+    FidelityConfig,
+    FidelityError,
+    architectures,
+    jobs_of,
+    load_fidelity_config,
+    measure,
+    summarise_file,
+    summarise_rows,
+)
+from proxy_tasks.task import load_task
+from proxy_tasks.trial import run_trial
+from proxy_tasks.zero_cost import score
+from search_spaces import get_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+# ---------------------------------------------------------------------------------- statistics
+def test_rank_agreement_of_identical_and_reversed_rankings():
+    same = rank_agreement([1, 2, 3, 4, 5], [10, 20, 30, 40, 50])
+    assert (same["tau"], same["rho"], same["n"]) == (pytest.approx(1.0), pytest.approx(1.0), 5)
+    assert same["tau_low"] == pytest.approx(1.0) == same["tau_high"] and same["includes_zero"] is False
+    reverse = rank_agreement([1, 2, 3, 4, 5], [5, 4, 3, 2, 1])
+    assert reverse["tau"] == pytest.approx(-1.0) == reverse["tau_high"]
+
+
+def test_rank_agreement_matches_scipy_and_its_interval_holds_the_estimate():
+    x = [0.1, 0.5, 0.3, 0.9, 0.7, 0.2, 0.8, 0.4]
+    y = [0.2, 0.4, 0.5, 0.8, 0.6, 0.1, 0.9, 0.3]
+    stats = rank_agreement(x, y, seed=3)
+    assert stats["tau"] == pytest.approx(kendalltau(x, y).statistic)
+    assert stats["rho"] == pytest.approx(spearmanr(x, y).statistic)
+    assert stats["tau_low"] <= stats["tau"] <= stats["tau_high"]
+    assert stats["rho_low"] <= stats["rho"] <= stats["rho_high"]
+    assert rank_agreement(x, y, seed=3) == stats  # seeded: the same interval every time
+    assert "tau +0.71" in format_agreement(stats)
+
+
+def test_rank_agreement_flags_an_interval_that_includes_zero_and_drops_non_finite_pairs():
+    noise = rank_agreement([1, 2, 3, 4, 5, 6], [3, 1, 6, 2, 5, 4])
+    assert noise["includes_zero"] is True and "includes 0" in format_agreement(noise)
+    partial = rank_agreement([1, 2, math.nan, 4, None], [1, 2, 3, math.inf, 5])
+    assert partial["n"] == 2 and partial["tau"] is None  # two pairs: too few to say anything
+    assert "too few pairs" in format_agreement(partial)
+
+
+def test_spread_over_noise_is_std_of_means_over_mean_seed_std():
+    # means 1 and 5 (std 2.828), seed stds 1.414 and 1.414: ratio 2
+    assert spread_over_noise([[0, 2], [4, 6]]) == pytest.approx(2.0)
+    assert spread_over_noise([[1], [2]]) is None  # one seed each: no noise to compare with
+
+
+# ---------------------------------------------------------------------------------- training-free fidelity
+def test_a_zero_cost_fidelity_scores_the_untrained_network_like_zero_cost_score(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path))
+    task = load_task("synthetic")
+    fid = replace(task.fidelity("smoke"), zero_cost="synflow")
+    task = replace(task, fidelities={**task.fidelities, "zc": fid})
+    spec = get_spec("spinenet-49")
+    result = run_trial(spec, task, "zc", seed=1)
+    assert result.score == score(spec, task, "zc", "synflow", seed=1) > 0
+    assert result.steps == 0 and math.isnan(result.miou) and result.flops > 0 and result.params > 0
+    assert run_trial(spec, task, "zc", seed=1).score == result.score  # deterministic by seed
+
+
+def test_the_synthetic_task_ships_a_training_free_preset_of_every_score():
+    task = load_task("synthetic")
+    named = {task.preset(f).zero_cost for f in task.fidelities if task.preset(f).zero_cost}
+    assert named == {"synflow", "naswot", "grad_norm", "snip", "params", "flops"}
+
+
+def test_an_unknown_zero_cost_name_is_a_config_error(tmp_path):
+    bad = tmp_path / "task.yaml"
+    bad.write_text(yaml.safe_dump({"name": "t", "fidelities": {"zc": {"zero_cost": "magic"}}}))
+    with pytest.raises(ConfigError, match="zero_cost"):
+        load_task(str(bad))
+
+
+# ---------------------------------------------------------------------------------- the measured set
+def test_the_ground_truth_config_measures_40_distinct_networks_in_a_fixed_order():
+    config = load_fidelity_config(ROOT / "launch" / "configs" / "ground-truth-cpu.yaml")
+    archs = architectures(config)
+    assert len(archs) == 40 == len({a.spec.network_hash for a in archs})
+    assert [a.origin for a in archs].count("mutant") == 8 and archs[0].label == "deeplabv3-resnet50"
+    assert [a.spec.hash for a in architectures(config)] == [a.spec.hash for a in archs]
+    jobs = jobs_of(config, archs)
+    assert len(jobs) == 40 * (7 + 2) and len({job.id for _, job in jobs}) == len(jobs)
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="reference"):
+        FidelityConfig(fidelities=("proxy",), reference="full")
+    with pytest.raises(ConfigError, match="fidelity_seeds"):
+        FidelityConfig(fidelities=("proxy", "full"), reference="full", fidelity_seeds={"smoke": 2})
+    with pytest.raises(ConfigError, match="random"):
+        ArchitecturesConfig(random=-1)
+
+
+# ---------------------------------------------------------------------------------- summaries
+def _row(name, fidelity, seed, miou=None, score=None, status="ok"):
+    return dict(spec_hash=name, name=name, fidelity=fidelity, seed=seed, miou=miou, score=score, status=status)
+
+
+def test_summary_ranks_by_the_mean_over_seeds_and_uses_the_score_of_training_free_fidelities():
+    reference = (("a", 0.1), ("b", 0.2), ("c", 0.3), ("d", 0.4))
+    rows = [_row(n, "ref", s, miou=m + 0.01 * s) for n, m in reference for s in (0, 1)]
+    rows += [_row(n, "zc", 0, score=v) for n, v in (("a", 4.0), ("b", 3.0), ("c", 2.0), ("d", 1.0))]
+    rows += [_row("a", "cheap", 0, miou=0.9, status="failed")]  # failed rows do not count
+    summary = summarise_rows(rows, ["zc", "cheap", "ref"], "ref")
+    assert summary["fidelities"]["zc"]["metric"] == "score"
+    assert summary["fidelities"]["zc"]["vs_reference"]["tau"] == pytest.approx(-1.0)
+    assert summary["fidelities"]["cheap"]["architectures"] == 0
+    assert summary["fidelities"]["ref"]["seed_to_seed"]["tau"] == pytest.approx(1.0)
+    assert summary["means"]["b"]["ref"] == pytest.approx(0.205)
+
+
+def test_the_stored_gpu_results_reproduce_the_readme_figures():
+    summary = summarise_file(RESULTS / "synthetic-proxy-gpu.json")
+    proxy = summary["fidelities"]["proxy-gpu"]
+    assert proxy["vs_reference"]["tau"] == pytest.approx(0.643, abs=5e-4)
+    assert proxy["vs_reference"]["rho"] == pytest.approx(0.810, abs=5e-4)
+    assert proxy["seed_to_seed"]["tau"] == pytest.approx(0.81, abs=5e-3)
+    assert proxy["spread_over_noise"] == pytest.approx(3.18, abs=5e-3)
+    assert summary["fidelities"]["full-1k"]["seed_to_seed"]["tau"] == pytest.approx(0.857, abs=5e-4)
+
+
+def test_a_file_that_is_not_a_results_file_is_one_error(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"results": []}))
+    with pytest.raises(FidelityError, match="not a fidelity results file"):
+        summarise_file(bad)
+    assert main(["fidelity", "--results", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nas: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_cli_refuses_a_measurement_without_a_config(tmp_path, capsys):
+    assert main(["fidelity", "--out", str(tmp_path / "new")]) == 2
+    assert "needs --config" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+# ---------------------------------------------------------------------------------- on Ray
+@pytest.fixture
+def local_ray():
+    """One small Ray for the whole test: `connect_ray` joins a Ray already up and leaves it running."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+def test_measure_trains_each_job_once_resumes_and_grows(tmp_path, monkeypatch, local_ray):
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    config = FidelityConfig(
+        name="t",
+        fidelities=("zc-params", "smoke"),
+        reference="smoke",
+        seeds=1,
+        architectures=ArchitecturesConfig(published=("spinenet-49", "deeplabv3-resnet50"), random=1),
+    )
+    config = replace(config, resources=replace(FidelityConfig().resources, max_concurrent=2))
+    out = tmp_path / "gt"
+    lines: list[str] = []
+    summary = measure(config, out, log=lines.append)
+    rows = _table(out)
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"ok"}
+    zc = [r for r in rows if r["fidelity"] == "zc-params"]
+    assert all(r["score"] == r["params"] for r in zc)  # the params score is the parameter count
+    assert summary["fidelities"]["zc-params"]["vs_reference"]["n"] == 3
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+
+    again: list[str] = []
+    measure(None, out, log=again.append)  # --resume: nothing left to train
+    assert len(_table(out)) == 6 and "(6 done)" in again[0] and len(again) == 1  # no Ray, no trial
+
+    grown = replace(config, fidelity_seeds={"smoke": 2})
+    measure(grown, out, log=lines.append)  # one more seed of smoke: only those three train
+    rows = _table(out)
+    assert len(rows) == 9 and sorted(r["seed"] for r in rows if r["fidelity"] == "smoke") == [0, 0, 0, 1, 1, 1]
+
+    saved = yaml.safe_load((out / "fidelity.yaml").read_text())
+    saved["presets"]["smoke"]["steps"] = 99  # as if the task's preset had changed since
+    (out / "fidelity.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(FidelityError, match="other settings"):
+        measure(grown, out, log=lines.append)
+
+
+def _table(out: Path) -> list[dict]:
+    from nas.search.store import read_rows
+
+    return read_rows(out / "trials.parquet")
