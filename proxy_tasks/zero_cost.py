@@ -29,8 +29,8 @@ The scores, each written from its paper's definition:
 from __future__ import annotations
 
 import math
-from typing import get_args
 from collections.abc import Callable
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
