@@ -199,9 +199,7 @@ def check(config: FidelityConfig) -> list[Architecture]:
     return archs
 
 
-def measure(
-    config: FidelityConfig | None, out: str | Path, address: str | None = None, log=print
-) -> dict[str, Any]:
+def measure(config: FidelityConfig | None, out: str | Path, address: str | None = None, log=print) -> dict[str, Any]:
     """Train every job of ``config`` that ``out`` has no successful row of, and summarise (see the module
     docstring). Without a config (``--resume``) the one saved in ``out`` is used; a new config may add
     architectures, fidelities and seeds to a directory, as long as every preset it shares with the
