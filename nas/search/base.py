@@ -26,6 +26,7 @@ class Candidate:
     parents: tuple[str, ...] = ()  # spec hashes of the parents
     mutation: dict[str, Any] | None = None  # Mutation.to_dict() that made it from its parent
     extra: dict[str, Any] = field(default_factory=dict)  # strategy bookkeeping (e.g. Optuna trial number)
+    rung: int = 0  # where it stands on the search's fidelity ladder (0: the cheapest fidelity)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -35,6 +36,7 @@ class Candidate:
             "parents": list(self.parents),
             "mutation": self.mutation,
             "extra": self.extra,
+            "rung": self.rung,
         }
 
     @classmethod
@@ -46,6 +48,7 @@ class Candidate:
             parents=tuple(data["parents"]),
             mutation=data["mutation"],
             extra=dict(data.get("extra") or {}),
+            rung=int(data.get("rung", 0)),
         )
 
 

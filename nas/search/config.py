@@ -109,6 +109,43 @@ class SchedulerConfig:
             raise ConfigError(f"reduction_factor: must be > 1, got {self.reduction_factor}")
 
 
+# The table's numeric columns a rung can rank by (`nas.search.store.SCHEMA`).
+RANKABLE_COLUMNS = (
+    "objective",
+    "miou",
+    "pixel_accuracy",
+    "val_loss",
+    "loss_final",
+    "score",
+    "flops",
+    "params",
+    "latency_ms",
+)
+
+
+@dataclass(frozen=True)
+class RungConfig:
+    """A cheap rung of the fidelity ladder: every candidate is evaluated at the cheapest rung, and the
+    best ``keep`` share of each rung goes up to the next (successive halving across fidelities)."""
+
+    fidelity: str
+    keep: float = 0.25
+    # what ranks candidates at this rung: auto (a training-free fidelity's zero-cost score, else the
+    # objective), or a column of the results table ("-val_loss": the lower the better)
+    metric: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not self.fidelity.strip():
+            raise ConfigError("fidelity: must name a fidelity of the task")
+        if not 0 < self.keep <= 1:
+            raise ConfigError(f"keep: must be in (0, 1], got {self.keep}")
+        if self.metric != "auto" and self.metric.lstrip("-") not in RANKABLE_COLUMNS:
+            raise ConfigError(
+                f"metric: must be auto or one of {', '.join(RANKABLE_COLUMNS)} (with - for lower is better), "
+                f"got {self.metric!r}"
+            )
+
+
 @dataclass(frozen=True)
 class StorageConfig:
     ray_path: str | None = None  # Ray Tune storage (shared filesystem or cloud URI); default RUN_DIR/ray
@@ -122,7 +159,9 @@ DEFAULT_BASELINES = ("deeplabv3-resnet50",)  # a search's reference points, and 
 class SearchConfig:
     name: str = "search"
     task: str = "synthetic"  # a built-in task or a task file
-    fidelity: str = "proxy"
+    fidelity: str = "proxy"  # the fidelity candidates are ranked at (the ladder's top rung)
+    # cheaper rungs before ``fidelity``, cheapest first (`RungConfig`); empty: every candidate at ``fidelity``
+    ladder: tuple[RungConfig, ...] = ()
     data_root: str | None = None
     seed: int = 0
     baselines: tuple[str, ...] = DEFAULT_BASELINES  # trained first, as reference points
@@ -149,8 +188,18 @@ class SearchConfig:
         if not 0 <= self.seed <= MAX_SEED:  # numpy's generators (Optuna's samplers) take 32-bit seeds
             raise ConfigError(f"seed: must be in [0, {MAX_SEED}], got {self.seed}")
         _names("baselines", self.baselines)
+        rungs = [r.fidelity for r in self.ladder] + [self.fidelity]
+        if len(set(rungs)) != len(rungs):
+            raise ConfigError(f"ladder: each rung needs a fidelity of its own, got {rungs}")
+        if self.ladder and self.scheduler.asha:
+            raise ConfigError("scheduler.asha: not with a ladder (the ladder already stops the weaker candidates)")
         if not 0 <= self.retries <= MAX_RETRIES:  # Tune reads a negative max_failures as "retry forever"
             raise ConfigError(f"retries: must be in [0, {MAX_RETRIES}], got {self.retries}")
+
+    @property
+    def rungs(self) -> tuple[str, ...]:
+        """The fidelity of each rung, cheapest first; the last is ``fidelity``."""
+        return (*(r.fidelity for r in self.ladder), self.fidelity)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -134,6 +134,7 @@ def open_search(config: SearchConfig, run_dir: Path, on_change: Callable[[Search
         max_duplicates=config.budget.max_duplicates,
         time_limit_s=config.budget.time_limit_s,
         on_change=on_change,
+        ladder=config.ladder,
     )
 
 
@@ -188,6 +189,12 @@ def check_config(config: SearchConfig) -> tuple[TaskConfig, Fidelity]:
     size the fidelity: once is enough); `ConfigError` naming the key otherwise."""
     task = load_task(config.task, config.data_root)
     fidelity = task.fidelity(config.fidelity)
+    rungs = {config.fidelity: fidelity}
+    for i, rung in enumerate(config.ladder):
+        try:
+            rungs[rung.fidelity] = task.fidelity(rung.fidelity)
+        except ConfigError as exc:
+            raise ConfigError(f"ladder[{i}]: {exc}") from None
     _check_scheduler(config, fidelity)
     if config.storage.optuna:  # also where this strategy does not use it: a bad URL is a bad config
         check_optuna_url(config.storage.optuna)
@@ -195,12 +202,13 @@ def check_config(config: SearchConfig) -> tuple[TaskConfig, Fidelity]:
     specs = {"baselines": config.baselines, "strategy.seeds": config.strategy.seeds}
     for key, refs in specs.items():
         for i, ref in enumerate(refs):
-            try:
-                scale_spec(config_spec(ref), fidelity)
-            except ConfigError as exc:
-                raise ConfigError(f"{key}[{i}]: {exc}") from None
-            except SpecError as exc:  # too narrow once scaled to the fidelity's width
-                raise ConfigError(f"{key}[{i}]: {ref} at fidelity {config.fidelity!r}: {exc}") from None
+            for name, rung in rungs.items():
+                try:
+                    scale_spec(config_spec(ref), rung)
+                except ConfigError as exc:
+                    raise ConfigError(f"{key}[{i}]: {exc}") from None
+                except SpecError as exc:  # too narrow once scaled to the fidelity's width
+                    raise ConfigError(f"{key}[{i}]: {ref} at fidelity {name!r}: {exc}") from None
     if config.strategy.name == "evolution":
         make_controller(config, Path("."))  # its seeds must lie in the space; nothing is opened
     return task, fidelity
@@ -309,9 +317,11 @@ def _searcher_class():
         def suggest(self, trial_id: str):
             candidate = self.search.next_candidate()
             if candidate is None:
-                return Searcher.FINISHED
+                # A running candidate may still go up the ladder: ask again when a trial ends.
+                return None if self.search.may_go_up else Searcher.FINISHED
             self.trials[trial_id] = candidate
-            return {"candidate": {"id": candidate.id, "spec": candidate.spec.to_json(indent=None)}}
+            spec, fidelity = candidate.spec.to_json(indent=None), self.search.rungs[candidate.rung]
+            return {"candidate": {"id": candidate.id, "spec": spec, "fidelity": fidelity}}
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             candidate = self.trials.pop(trial_id, None)
@@ -511,7 +521,7 @@ def run_search(
         return search
     log(
         f"search {config.name!r}: strategy {config.strategy.name}, budget {config.budget.trials} trials, "
-        f"task {task.name} at {config.fidelity} fidelity, run directory {run_dir}"
+        f"task {task.name} at {' -> '.join(config.rungs)} fidelity, run directory {run_dir}"
         + (f" (resumed: {len(search.store)} rows, {len(search.rerun)} to run again)" if resume else "")
     )
     tune_search(search, config, task.to_dict(), fidelity, run_dir)

@@ -29,7 +29,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ from nas.common.faults import failpoint
 from search_spaces import ArchSpec, SearchSpace
 
 from .base import Candidate, Controller
+from .config import RungConfig
+from .ladder import goes_up, rung_of
 from .objective import Objective, finite_or_none
 from .run_dir import STATE_NAME, TABLE_NAME
 from .status import DUPLICATE, FAILED, OK, SCORED, STATUSES
@@ -82,6 +84,7 @@ class Search:
         on_change: Callable[[Search], None] | None = None,
         time_limit_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        ladder: tuple[RungConfig, ...] = (),
     ):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -89,6 +92,8 @@ class Search:
         self.objective = objective
         self.budget = budget
         self.fidelity = fidelity
+        self.ladder = tuple(ladder)
+        self.rungs = (*(r.fidelity for r in self.ladder), fidelity)  # cheapest first; the last ranks
         self.seed = seed
         self.max_duplicates = max_duplicates
         self.on_change = on_change
@@ -117,12 +122,18 @@ class Search:
     # ------------------------------------------------------------------------------ asking
     @property
     def trained(self) -> int:
-        """Candidates trained or training (duplicates excluded): what the budget counts."""
-        return sum(r["status"] != DUPLICATE for r in self.store.rows) + len(self.pending)
+        """Candidates trained or training at the cheapest rung (duplicates excluded): what the budget counts."""
+        rows = sum(r["status"] != DUPLICATE and rung_of(r) == 0 for r in self.store.rows)
+        return rows + sum(c.rung == 0 for c in self.pending.values())
 
     @property
     def finished(self) -> bool:
-        return self.stopped or self.exhausted or (self.trained >= self.budget and not self.rerun)
+        return self.stopped or ((self.exhausted or self.trained >= self.budget) and not self.rerun)
+
+    @property
+    def may_go_up(self) -> bool:
+        """Whether a running candidate's result may still send it up the ladder (more work may come)."""
+        return not self.stopped and any(c.rung < len(self.ladder) for c in self.pending.values())
 
     def next_candidate(self) -> Candidate | None:
         """The next candidate to train, or None when the budget is spent or the space exhausted."""
@@ -154,11 +165,11 @@ class Search:
             return candidate
 
     def _is_duplicate(self, candidate: Candidate) -> bool:
-        if candidate.origin == "baseline" or candidate.id in self.attempts:
-            return False  # baselines and reruns are never deduplicated away
+        if candidate.origin == "baseline" or candidate.id in self.attempts or candidate.rung > 0:
+            return False  # baselines, reruns and candidates going up the ladder are never deduplicated away
         network = candidate.spec.network_hash
         first = self.store.first_by_network().get(network)
-        running = next((c for c in self.pending.values() if c.spec.network_hash == network), None)
+        running = next((c for c in self.pending.values() if c.spec.network_hash == network and c.rung == 0), None)
         if first is None and running is None:
             return False
         self.duplicates_in_a_row += 1
@@ -195,6 +206,7 @@ class Search:
             row[k] = finite_or_none(row[k])
         row.update(self._identity(candidate))
         values = self.objective.values(m) if outcome.status in SCORED else None
+        training_free = finite_or_none(m.get("score")) is not None  # a zero-cost fidelity: no mIoU to expect
         row.update(
             status=outcome.status,
             error=outcome.error,
@@ -209,13 +221,12 @@ class Search:
             started_at=_utc(outcome.started_at or self.started.get(candidate.id) or time.time()),
             finished_at=_now(),
         )
-        if outcome.status == OK and values is None:
+        if outcome.status == OK and values is None and not training_free:
             row.update(status=FAILED, error=row["error"] or "no finite mIoU or cost")
         self.store.append(row)  # first: the table is the ground truth after a crash
         failpoint("search.tell")
         self.pending.pop(candidate.id, None)
-        if candidate.origin != "baseline":  # baselines are reference points, outside the strategy's view
-            self.controller.tell(candidate, values)
+        self._settle(candidate, row)
         network = candidate.spec.network_hash
         waiting = [c for c in self.parked if c.spec.network_hash == network]
         self.parked = [c for c in self.parked if c.spec.network_hash != network]
@@ -225,6 +236,19 @@ class Search:
         if self.on_change:
             self.on_change(self)
         return row
+
+    def _settle(self, candidate: Candidate, row: dict[str, Any]) -> None:
+        """Send the candidate up the ladder (as a new trial, run before new candidates), or tell the
+        controller its final result: once per candidate, at the highest rung it reached. A result
+        without an objective (a training-free rung's score) is told as no result."""
+        if candidate.rung < len(self.ladder):
+            upto = next(i for i, r in enumerate(self.store.rows) if r["trial_id"] == row["trial_id"])
+            if goes_up(row, self.store.rows[: upto + 1], self.ladder[candidate.rung], candidate.origin == "baseline"):
+                self.rerun.append(replace(candidate, id=self.next_id, rung=candidate.rung + 1))
+                self.next_id += 1
+                return
+        if candidate.origin != "baseline":  # baselines are reference points, outside the strategy's view
+            self.controller.tell(candidate, self._values(row))
 
     def _identity(self, candidate: Candidate) -> dict[str, Any]:
         return {
@@ -236,7 +260,8 @@ class Search:
             "origin": candidate.origin,
             "parent_hashes": list(candidate.parents),
             "mutation": json.dumps(candidate.mutation) if candidate.mutation else None,
-            "fidelity": self.fidelity,
+            "fidelity": self.rungs[candidate.rung],
+            "rung": candidate.rung,
         }
 
     def _values(self, row: dict[str, Any]):
@@ -267,8 +292,8 @@ class Search:
             row = recorded.get(candidate.id)
             if row is None:
                 self.rerun.append(candidate)  # it was running when the driver died: once more
-            elif candidate.origin != "baseline":
-                self.controller.tell(candidate, self._values(row))  # the tell the crash interrupted
+            else:
+                self._settle(candidate, row)  # the decision or the tell the crash interrupted
         self.controller.recover(self.rerun)
         first = self.store.first_by_network()
         for twin in saved.parked:
@@ -285,7 +310,8 @@ class Search:
     def summary(self) -> dict[str, Any]:
         rows = self.store.rows
         counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
-        scored = [r for r in rows if r["objective"] is not None]
+        top = len(self.ladder)
+        scored = [r for r in rows if r["objective"] is not None and rung_of(r) == top]
         best = max(scored, key=lambda r: r["objective"]) if scored else None
         return {**counts, "running": len(self.pending), "budget": self.budget, "best": best}
 

@@ -89,10 +89,12 @@ SCHEMA = pa.schema(
         ("input_height", pa.int64()),  # the evaluation input size its FLOPs were counted at
         ("input_width", pa.int64()),
         ("score", pa.float64()),  # a training-free fidelity's zero-cost score (proxy_tasks.zero_cost)
+        ("rung", pa.int64()),  # the place of its fidelity on the search's ladder (0: the cheapest)
     ]
 )
+ADDED_COLUMNS = (*ADDED_METRICS, "rung")  # a table written before them loads with nulls
 COLUMNS = tuple(SCHEMA.names)
-CORE_COLUMNS = tuple(c for c in COLUMNS if c not in ADDED_METRICS)  # every table has them
+CORE_COLUMNS = tuple(c for c in COLUMNS if c not in ADDED_COLUMNS)  # every table has them
 
 
 def metric_values(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -138,11 +140,12 @@ class ResultsStore:
     def by_trial(self) -> dict[int, dict[str, Any]]:
         return {r["trial_id"]: r for r in self.rows}
 
-    def first_by_network(self) -> dict[str, dict[str, Any]]:
-        """The first trained (non-duplicate) row of every network (`ArchSpec.network_hash`)."""
+    def first_by_network(self, rung: int = 0) -> dict[str, dict[str, Any]]:
+        """The first trained (non-duplicate) row of every network (`ArchSpec.network_hash`) at ``rung``
+        of the search's fidelity ladder (a table without rungs has only rung 0)."""
         found: dict[str, dict[str, Any]] = {}
         for r in self.rows:
-            if r["status"] != DUPLICATE:
+            if r["status"] != DUPLICATE and (r.get("rung") or 0) == rung:
                 network = self._network_of.get(r["spec_hash"])
                 if network is None:
                     network = self._network_of[r["spec_hash"]] = ArchSpec.from_json(r["spec_json"]).network_hash
@@ -179,7 +182,7 @@ def read_table(path: str | Path) -> pa.Table:
 
 def with_added_columns(table: pa.Table) -> pa.Table:
     """``table`` with the columns added since it was written, all null (an older run's table)."""
-    for name in ADDED_METRICS:
+    for name in ADDED_COLUMNS:
         if name not in table.column_names:
             table = table.append_column(SCHEMA.field(name), pa.nulls(len(table), SCHEMA.field(name).type))
     return table

@@ -1,0 +1,96 @@
+"""The fidelity ladder of a search: which candidates go up a rung, and how well each rung predicts the next.
+
+A search with ``ladder:`` evaluates every candidate at the cheapest rung and sends the best ``keep``
+share of each rung up to the next, up to the search's ``fidelity`` (successive halving across
+fidelities). `goes_up` decides once, when the candidate's result arrives: it goes up when its value
+ranks within the best ``ceil(keep * n)`` of the n results of its rung so far (itself included), so
+the decision depends only on the table up to its row and a resumed search decides the same. The
+first results are compared with few: the very first always goes up. Baselines always go up (they are
+the reference at every rung) and count among the results.
+
+`ladder_agreement` measures the ladder: for each rung and the next, Kendall tau and Spearman rho with
+bootstrap intervals (`nas.search.correlation.rank_agreement`) between the candidates' values at the
+two rungs, over the candidates that reached both (the ones the lower rung kept: a narrower range than
+the rung saw, which lowers the correlations).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from .config import RungConfig
+from .correlation import rank_agreement
+from .status import DUPLICATE, OK
+
+
+def rung_of(row: dict[str, Any]) -> int:
+    """A row's rung (a table written before ladders has only rung 0)."""
+    rung = row.get("rung")
+    return 0 if rung is None or rung != rung else int(rung)  # NaN from pandas: no rung
+
+
+def rank_value(row: dict[str, Any], metric: str = "auto") -> float | None:
+    """What ranks a row at its rung, higher is better: ``metric`` (a column, "-column" for lower is
+    better), or for ``auto`` the zero-cost score of a training-free fidelity, else the objective."""
+    if metric == "auto":
+        metric = "score" if _finite(row.get("score")) else "objective"
+    sign = -1.0 if metric.startswith("-") else 1.0
+    value = row.get(metric.lstrip("-"))
+    return sign * float(value) if _finite(value) else None
+
+
+def goes_up(row: dict[str, Any], rows: Sequence[dict[str, Any]], rung: RungConfig, baseline: bool) -> bool:
+    """Whether the candidate of ``row`` (at ``rung``, not the top) goes up; ``rows``: the table up to
+    and including ``row``."""
+    if row["status"] != OK:
+        return False
+    if baseline:
+        return True
+    mine = rank_value(row, rung.metric)
+    if mine is None:
+        return False
+    level = rung_of(row)
+    values = [rank_value(r, rung.metric) for r in rows if r["status"] == OK and rung_of(r) == level]
+    values = [v for v in values if v is not None]
+    better = sum(v > mine for v in values)
+    return better < math.ceil(rung.keep * len(values))
+
+
+def ladder_agreement(rows: Sequence[dict[str, Any]], ladder: Sequence[RungConfig], top: str) -> list[dict[str, Any]]:
+    """One entry per pair of adjacent rungs: their fidelities, how many candidates each evaluated, and
+    the rank agreement over the candidates at both (`rank_agreement`'s keys)."""
+    metrics = [r.metric for r in ladder] + ["auto"]
+    fidelities = [r.fidelity for r in ladder] + [top]
+    by_rung: list[dict[str, float]] = [{} for _ in fidelities]
+    for row in rows:
+        level = rung_of(row)
+        if row["status"] == DUPLICATE or row["status"] != OK or level >= len(fidelities):
+            continue
+        value = rank_value(row, metrics[level])
+        if value is not None:
+            by_rung[level].setdefault(row["spec_hash"], value)
+    out = []
+    for level in range(len(ladder)):
+        low, high = by_rung[level], by_rung[level + 1]
+        both = [h for h in low if h in high]
+        stats = rank_agreement([low[h] for h in both], [high[h] for h in both])
+        out.append(
+            {
+                "rung": level,
+                "fidelity": fidelities[level],
+                "next_fidelity": fidelities[level + 1],
+                "evaluated": len(low),
+                "went_up": len(both),
+                **stats,
+            }
+        )
+    return out
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

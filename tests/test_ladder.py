@@ -1,0 +1,181 @@
+"""The fidelity ladder: who goes up a rung, what the controller is told, resume, and the ladder's own measurement."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy.stats import kendalltau
+from search_bench import likeness_objective
+
+from nas.common.config import ConfigError
+from nas.search import STRATEGIES, Objective, Outcome, Search, evaluate_in_process
+from nas.search.config import RungConfig, SearchConfig, search_config_from_dict
+from nas.search.ladder import goes_up, ladder_agreement, rank_value
+from search_spaces import SearchSpace, get_spec
+
+SPACE = SearchSpace()
+likeness = likeness_objective()
+LADDER = (RungConfig("zc", keep=0.25), RungConfig("cheap", keep=0.5))
+
+
+def evaluate(candidate, fidelities=("zc", "cheap", "full"), rung=None) -> Outcome:
+    """Rung 0 a training-free score, rungs 1 and 2 an mIoU: all monotone in the hidden likeness, with
+    a distortion that grows down the ladder (the cheaper, the noisier)."""
+    rung = candidate.rung if rung is None else rung
+    true = likeness(candidate.spec)
+    wobble = math.sin(1000 * true + 7 * len(candidate.spec.blocks)) * (0.08 - 0.04 * rung)
+    if rung == 0:
+        return Outcome({"score": 10 * (true + wobble), "flops": 1e9, "params": 1e6})
+    return Outcome({"miou": true + wobble, "flops": 1e9 + 1e8 * len(candidate.spec.blocks), "steps": 10 * rung})
+
+
+class CountingTells:
+    """A controller wrapper that records every tell (candidate id as asked, values)."""
+
+    def __init__(self, inner):
+        self.inner, self.tells = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def tell(self, candidate, values):
+        self.tells.append((candidate.id, candidate.spec.hash, values))
+        self.inner.tell(candidate, values)
+
+
+def make(run_dir, strategy="random", budget=16, baselines=()):
+    controller = STRATEGIES[strategy](SPACE, 3)
+    return Search(run_dir, controller, Objective(), budget, baselines, fidelity="full", ladder=LADDER)
+
+
+# ---------------------------------------------------------------------------------- the rule
+def test_a_result_goes_up_when_it_ranks_in_the_kept_share_of_its_rung_so_far():
+    rung = RungConfig("zc", keep=0.5)
+    rows: list[dict] = []
+    decisions = []
+    for value in (5, 3, 4, 9, 1, 6):
+        rows.append({"status": "ok", "rung": 0, "score": value, "objective": None})
+        decisions.append(goes_up(rows[-1], rows, rung, baseline=False))
+    # n=1: best 1 -> 5 up; n=2: best 1 of [5,3] -> 3 stays; n=3: best 2 of [5,3,4] -> 4 up;
+    # n=4: best 2 -> 9 up; n=5: best 3 of [5,3,4,9,1] -> 1 stays; n=6: best 3 -> 6 up
+    assert decisions == [True, False, True, True, False, True]
+    failed = {"status": "failed", "rung": 0, "score": None}
+    assert not goes_up(failed, [*rows, failed], rung, baseline=True)  # a failed baseline stays too
+    assert goes_up({"status": "ok", "rung": 0, "score": -1.0}, rows, rung, baseline=True)
+
+
+def test_rank_values_by_metric():
+    row = {"score": 2.0, "objective": 0.4, "val_loss": 0.3, "miou": None}
+    assert rank_value(row) == 2.0  # a training-free rung ranks by its score
+    assert rank_value({**row, "score": None}) == 0.4
+    assert rank_value(row, "-val_loss") == -0.3 and rank_value(row, "miou") is None
+
+
+# ---------------------------------------------------------------------------------- in a search
+def test_a_ladder_search_trains_few_candidates_high_and_tells_each_candidate_once(tmp_path):
+    search = make(tmp_path / "run", budget=24, baselines=(get_spec("deeplabv3-resnet50"),))
+    counting = CountingTells(search.controller)
+    search.controller = counting
+    evaluate_in_process(search, evaluate)
+    rows = search.store.rows
+    per_rung = [[r for r in rows if r["rung"] == k] for k in range(3)]
+    # keep 1/4 of 24, then 1/2: about 6 and 3, a few more from the early results compared with few
+    # (the first always goes up) and the baseline, which always does (exact sizes: the replay test)
+    assert len(per_rung[0]) == 24 and 6 <= len(per_rung[1]) <= 10 and 3 <= len(per_rung[2]) <= len(per_rung[1]) // 2 + 2
+    assert [{r["fidelity"] for r in p} for p in per_rung] == [{"zc"}, {"cheap"}, {"full"}]
+    up = {r["spec_hash"] for r in per_rung[1]}
+    assert {r["spec_hash"] for r in per_rung[2]} <= up <= {r["spec_hash"] for r in per_rung[0]}
+    baseline = get_spec("deeplabv3-resnet50").hash
+    assert all(baseline in {r["spec_hash"] for r in p} for p in per_rung)  # the reference at every rung
+    # Every non-baseline candidate is told exactly once: at the top rung it reached; a rung-0 end
+    # (a score, no mIoU) is told as no result.
+    told = [h for _, h, _ in counting.tells]
+    assert sorted(told) == sorted(r["spec_hash"] for r in per_rung[0] if r["origin"] != "baseline")
+    final = {h: v for _, h, v in counting.tells}
+    for r in per_rung[2]:
+        if r["origin"] != "baseline":
+            assert final[r["spec_hash"]] == (pytest.approx(r["miou"]),)
+    stayed_at_zero = {r["spec_hash"] for r in per_rung[0]} - up
+    assert all(final[h] is None for h in stayed_at_zero)
+    best = search.summary()["best"]
+    assert best["rung"] == 2 and best["objective"] == max(r["objective"] for r in per_rung[2])
+    assert search.trained == 24 and search.finished
+
+
+def test_the_rung_sizes_follow_from_replaying_the_rule(tmp_path):
+    search = evaluate_in_process(make(tmp_path / "run", budget=24), evaluate)
+    rows = search.store.rows
+    for level, rung in enumerate(LADDER):
+        here = [r for r in rows if r["rung"] == level]
+        expected = {r["spec_hash"] for i, r in enumerate(here) if goes_up(r, here[: i + 1], rung, False)}
+        assert expected == {r["spec_hash"] for r in rows if r["rung"] == level + 1}
+
+
+@pytest.mark.parametrize("strategy", ["random", "evolution", "tpe"])
+def test_a_ladder_search_killed_at_any_point_resumes_to_the_uninterrupted_table(tmp_path, strategy):
+    def open_(name):
+        run_dir = tmp_path / name
+        run_dir.mkdir(exist_ok=True)
+        kwargs = {"storage": run_dir / "optuna.journal"} if strategy == "tpe" else {}
+        if strategy == "evolution":
+            kwargs.update(population=4, sample_size=2)
+        return Search(
+            run_dir, STRATEGIES[strategy](SPACE, 5, **kwargs), Objective(), 12, fidelity="full", ladder=LADDER
+        )
+
+    reference = evaluate_in_process(open_("ref"), evaluate)
+    expected = [(r["trial_id"], r["spec_hash"], r["rung"], r["status"]) for r in reference.store.rows]
+    for kill_after in (3, 7, 11):
+        name = f"run{kill_after}"
+        crashed = open_(name)
+        for _ in range(kill_after):
+            candidate = crashed.next_candidate()
+            crashed.record(candidate, evaluate(candidate))
+        in_flight = crashed.next_candidate()
+        # Killed after the in-flight candidate's row was written, before its decision was saved.
+        if in_flight is not None:
+            row = {**crashed._identity(in_flight), **_row_metrics(crashed, evaluate(in_flight))}
+            crashed.store.append({**row, "status": "ok", "attempts": 1})
+        del crashed
+        resumed = evaluate_in_process(open_(name), evaluate)
+        got = [(r["trial_id"], r["spec_hash"], r["rung"], r["status"]) for r in resumed.store.rows]
+        assert sorted(got) == sorted(expected), kill_after
+
+
+def _row_metrics(search, outcome):
+    m = outcome.metrics
+    return {
+        "miou": m.get("miou"),
+        "score": m.get("score"),
+        "flops": m.get("flops"),
+        "objective": search.objective.score(m),
+    }
+
+
+# ---------------------------------------------------------------------------------- measuring the ladder
+def test_ladder_agreement_is_kendall_tau_over_the_candidates_at_both_rungs(tmp_path):
+    search = evaluate_in_process(make(tmp_path / "run", budget=40), evaluate)
+    rows = search.store.rows
+    report = ladder_agreement(rows, LADDER, "full")
+    assert [(e["fidelity"], e["next_fidelity"]) for e in report] == [("zc", "cheap"), ("cheap", "full")]
+    zero = {r["spec_hash"]: r["score"] for r in rows if r["rung"] == 0}
+    one = {r["spec_hash"]: r["objective"] for r in rows if r["rung"] == 1}
+    both = [h for h in zero if h in one]
+    assert report[0]["evaluated"] == 40 and report[0]["went_up"] == len(both) == report[0]["n"]
+    assert report[0]["tau"] == pytest.approx(kendalltau([zero[h] for h in both], [one[h] for h in both]).statistic)
+    assert report[0]["tau_low"] <= report[0]["tau"] <= report[0]["tau_high"]
+
+
+# ---------------------------------------------------------------------------------- config
+def test_ladder_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="keep"):
+        RungConfig("zc", keep=0)
+    with pytest.raises(ConfigError, match="metric"):
+        RungConfig("zc", metric="magic")
+    with pytest.raises(ConfigError, match="ladder"):
+        SearchConfig(fidelity="proxy", ladder=(RungConfig("proxy"),))
+    with pytest.raises(ConfigError, match="asha"):
+        search_config_from_dict({"ladder": [{"fidelity": "smoke"}], "scheduler": {"asha": True}})
+    config = search_config_from_dict({"fidelity": "proxy", "ladder": [{"fidelity": "zc-params", "keep": 0.3}]})
+    assert config.rungs == ("zc-params", "proxy") and config.ladder[0].keep == 0.3
