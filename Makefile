@@ -42,13 +42,16 @@ format: install
 test: lint
 	$(VENV)/bin/pytest -n 2 -q
 
-# The quickstart search (about 15 minutes on 2 CPU cores); run again, it resumes or shows the result.
+# The whole pipeline in miniature (about 15 minutes on 2 CPU cores): the quickstart's ladder search,
+# the promotion of its top 2 beside DeepLabv3-ResNet-50 at the CPU promotion preset over 2 seeds,
+# and the report with the verdict. Run again: each step resumes or shows what it has.
 demo: install
 	@if [ -f runs/quickstart/config.yaml ]; then \
 		$(VENV)/bin/nas search --resume runs/quickstart; \
 	else \
 		$(VENV)/bin/nas search --config launch/configs/quickstart.yaml --out runs/quickstart; \
 	fi
+	$(VENV)/bin/nas promote runs/quickstart --top 2 --seeds 2 --fidelity promote-cpu
 	$(VENV)/bin/nas report runs/quickstart && echo "report written to runs/quickstart/report/index.html"
 
 bench: install

@@ -11,6 +11,7 @@ module to build its parser.
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -77,6 +78,8 @@ def _sections(run: Run, folder: Path, top: int) -> list[str]:
     if run.trials.empty:
         return [*parts, "<p class='note'>No trial has finished yet.</p>"]
     parts.append(_section("Leaderboard", _table(_board(run.leaderboard(TOP_ROWS)))))
+    if run.rungs:
+        parts.append(_ladder_section(run))
     parts.append(
         _section(
             "Pareto front",
@@ -115,7 +118,8 @@ def _overview(run: Run) -> str:
     items = {
         "run directory": str(run.path),
         "config": config.get("name", "-"),
-        "task / fidelity": f"{config.get('task', '-')} / {run.fidelity or '-'}",
+        "task / fidelity": f"{config.get('task', '-')} / "
+        + " -> ".join([*(r.fidelity for r in run.rungs), run.fidelity or "-"]),
         "strategy": (config.get("strategy") or {}).get("name", "-"),
         "objective": ", ".join(f"{k} {v}" for k, v in (config.get("objective") or {}).items() if v is not None),
         "budget": f"{(config.get('budget') or {}).get('trials', '-')} trials",
@@ -125,6 +129,24 @@ def _overview(run: Run) -> str:
     }
     rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items.items())
     return f"<dl>{rows}</dl>"
+
+
+def _ladder_section(run: Run) -> str:
+    """Each rung's rank agreement with the next; a rung whose tau interval includes 0 is flagged."""
+    ladder = run.ladder
+    flagged = ladder[ladder["includes_zero"].fillna(False).astype(bool)]
+    note = (
+        f"<p class='note'>The tau interval includes 0 for {', '.join(flagged['fidelity'])}: at these sizes its "
+        "ranking cannot be told from chance.</p>"
+        if len(flagged)
+        else ""
+    )
+    text = (
+        "<p>Every candidate is evaluated at the cheapest rung; the best share of each rung goes up to the next. "
+        "Kendall tau and Spearman rho between a rung and the next, over the candidates that reached both, "
+        "with 90% bootstrap intervals.</p>"
+    )
+    return _section("Fidelity ladder", text + _table(ladder) + note)
 
 
 def _pareto_tables(run: Run) -> str:
@@ -182,7 +204,29 @@ def _comparison(run: Run) -> str:
         return "<p class='note'>No comparison with the baselines (promoted before promotions compared).</p>"
     rule = (run.summary.get("comparison") or {}).get("rule", "")
     table = comparison.assign(spec_hash=comparison["spec_hash"].str[:10])
-    return f"<h3>Against the baselines</h3>\n<p>Rule: {_e(rule)}.</p>\n" + _table(table)
+    verdicts = "".join(f"<p class='verdict'>{_e(line)}</p>\n" for line in winner_verdicts(comparison))
+    return f"<h3>Against the baselines</h3>\n{verdicts}<p>Rule: {_e(rule)}.</p>\n" + _table(table)
+
+
+def winner_verdicts(comparison: pd.DataFrame) -> list[str]:
+    """One plain sentence per baseline: does the promoted candidate with the best mean mIoU beat it
+    beyond seed noise, by how much, and at what share of its FLOPs."""
+    import pandas as pd
+
+    lines = []
+    for baseline, rows in comparison.groupby("baseline", sort=False):
+        rows = rows.dropna(subset=["mean"])
+        if rows.empty:
+            continue
+        best = rows.sort_values("mean", ascending=False).iloc[0].map(lambda v: math.nan if v is None else v)
+        flops = "-" if pd.isna(best["flops_ratio"]) else f"{best['flops_ratio']:.2f}x"
+        lines.append(
+            f"The winner, {best['name']}, {best['verdict']}: mIoU {_num(best['mean'])} ± {_num(best['std'])} "
+            f"against {_num(best['baseline_mean'])} ± {_num(best['baseline_std'])} over "
+            f"{best['seeds']} and {best['baseline_seeds']} seeds at {best['fidelity']} fidelity "
+            f"(one-sided Welch p {_num(best['p_value'])}), at {flops} the FLOPs of {baseline}."
+        )
+    return lines
 
 
 # ---------------------------------------------------------------------------------- helpers

@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nas.common.errors import UserError, first_line
+from nas.search.config import RungConfig
+from nas.search.ladder import ladder_agreement
 from nas.search.leaderboard import leaderboard as rank_trials
 from nas.search.objective import COSTS, pareto_front
 from nas.search.run_dir import (
@@ -85,6 +87,20 @@ LINEAGE_COLUMNS = [
     "miou",
     "status",
 ]
+LADDER_COLUMNS = [
+    "fidelity",
+    "next_fidelity",
+    "evaluated",
+    "went_up",
+    "n",
+    "tau",
+    "tau_low",
+    "tau_high",
+    "rho",
+    "rho_low",
+    "rho_high",
+    "includes_zero",
+]
 REFERENCE_COLUMNS = ["name", "spec_hash", "trained", "trial_id", "miou", "cost", "note"]
 PROMOTED_SEED_COLUMNS = {
     "spec_hash": "object",
@@ -145,9 +161,35 @@ class Run:
 
     @property
     def fidelity(self) -> str | None:
-        """The fidelity the candidates were trained at (the table's, else the config's)."""
+        """The fidelity the candidates are ranked at: the config's (with a ladder, its top rung), else the table's."""
+        if self.config.get("fidelity"):
+            return str(self.config["fidelity"])
         known = self.trials["fidelity"].dropna()
-        return str(known.iloc[0]) if len(known) else self.config.get("fidelity")
+        return str(known.iloc[0]) if len(known) else None
+
+    @property
+    def rungs(self) -> list[RungConfig]:
+        """The cheaper rungs of the search's fidelity ladder, cheapest first ([] without a ladder)."""
+        try:
+            return [RungConfig(**rung) for rung in self.config.get("ladder") or []]
+        except (TypeError, ValueError) as exc:
+            raise RunError(f"{self.path}: damaged ladder in the run's config ({first_line(exc)})") from None
+
+    @property
+    def top_rung(self) -> pd.DataFrame:
+        """The rows at the fidelity the search ranks by (every row without a ladder)."""
+        rung = self.trials["rung"].fillna(0) if "rung" in self.trials else 0
+        return self.trials[rung == len(self.rungs)]
+
+    @property
+    def ladder(self) -> pd.DataFrame:
+        """One row per rung and the next: candidates evaluated and gone up, Kendall tau and Spearman
+        rho with their 90% bootstrap intervals, and ``includes_zero`` (`nas.search.ladder`); empty
+        without a ladder."""
+        if not self.rungs:
+            return pd.DataFrame(columns=LADDER_COLUMNS)
+        entries = ladder_agreement(self.trials.to_dict("records"), self.rungs, str(self.fidelity))
+        return pd.DataFrame(entries)[LADDER_COLUMNS]
 
     @property
     def objective_kind(self) -> str:
@@ -165,8 +207,10 @@ class Run:
         )
 
     def ok(self) -> pd.DataFrame:
-        """Trained candidates with a usable mIoU (duplicates, failures and pruned ones left out)."""
-        ok = self.trials[(self.trials["status"] == OK) & self.trials["miou"].notna()]
+        """Trained candidates with a usable mIoU at the ranking fidelity (duplicates, failures, pruned ones
+        and the lower rungs of a ladder left out)."""
+        top = self.top_rung
+        ok = top[(top["status"] == OK) & top["miou"].notna()]
         return ok.reset_index(drop=True)
 
     # ------------------------------------------------------------------------------ rankings
@@ -197,7 +241,7 @@ class Run:
         search knew at each point; duplicates are left out (they cost nothing), failed and pruned
         ones count (they used budget) and keep the best so far.
         """
-        trained = self.trials[self.trials["status"] != DUPLICATE]
+        trained = self.top_rung[self.top_rung["status"] != DUPLICATE]
         trained = trained.sort_values(["finished_at", "trial_id"], na_position="last", kind="stable")
         parts = []
         for strategy, group in trained.groupby("strategy", sort=True, dropna=False):

@@ -432,6 +432,7 @@ def _summary(run_dir: Path, top: int = 10) -> list[str]:
 
     Everything is read and checked before the caller prints a line, so a damaged file is one error.
     """
+    from nas.search.ladder import format_ladder
     from nas.search.leaderboard import format_leaderboard, leaderboard, status_counts, trials_frame
 
     trials = trials_frame(run_dir)
@@ -441,26 +442,40 @@ def _summary(run_dir: Path, top: int = 10) -> list[str]:
     if trials.empty:
         return lines
     lines.append(format_leaderboard(trials, top))
+    lines += format_ladder(_ladder(run_dir, trials))
     best = leaderboard(trials).iloc[0]
     if best["objective"] != best["objective"]:  # NaN: nothing succeeded
         return lines
     lines.append(
         f"best: {best['name']} ({best['spec_hash'][:10]}) objective {best['objective']:.4f}, "
-        f"proxy mIoU {best['miou']:.4f}, {best['flops'] / 1e9:.3f} GFLOPs"
+        f"{best['fidelity']} mIoU {best['miou']:.4f}, {best['flops'] / 1e9:.3f} GFLOPs"
     )
     for ref in baselines:
         try:
             spec_hash = resolve_spec(ref).hash
         except SpecError:
             continue
-        rows = trials[(trials["spec_hash"] == spec_hash) & (trials["status"] == "ok")]
+        rows = leaderboard(trials[(trials["spec_hash"] == spec_hash) & (trials["status"] == "ok")])
         if not rows.empty:
-            row = rows.iloc[0]
+            row = rows.iloc[0]  # at the top rung it reached
             lines.append(
                 f"baseline: {ref} ({spec_hash[:10]}) objective {row['objective']:.4f}, "
-                f"proxy mIoU {row['miou']:.4f}, {row['flops'] / 1e9:.3f} GFLOPs"
+                f"{row['fidelity']} mIoU {row['miou']:.4f}, {row['flops'] / 1e9:.3f} GFLOPs"
             )
     return lines
+
+
+def _ladder(run_dir: Path, trials) -> list[dict]:
+    """Each rung's agreement with the next, from the table (the ground truth), for a run with a ladder."""
+    from nas.search.ladder import ladder_agreement
+    from nas.search.run_dir import saved_config
+
+    if not (run_dir / "config.yaml").is_file():
+        return []
+    config = saved_config(run_dir)
+    if not config.ladder:
+        return []
+    return ladder_agreement(trials.to_dict("records"), config.ladder, config.fidelity)
 
 
 def _baselines(run_dir: Path) -> list[str]:

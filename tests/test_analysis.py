@@ -600,6 +600,11 @@ def test_report_and_run_show_the_comparison_with_the_baselines(tmp_path):
     page = write_report(path).read_text()
     assert "Against the baselines" in page and "beats deeplabv3-resnet50 beyond seed noise" in page
     assert "Rule: one-sided Welch t-test at p &lt; 0.05" in page and "proxy against smoke fidelity" in page
+    assert (
+        "The winner, evo-7, beats deeplabv3-resnet50 beyond seed noise: mIoU 0.5 ± 0.01 against "
+        "0.3 ± 0.02 over 2 and 2 seeds at smoke fidelity (one-sided Welch p 0.01), at 0.25x the FLOPs "
+        "of deeplabv3-resnet50." in page
+    )
 
 
 def test_report_on_unpromoted_run_with_failures_only(tmp_path):

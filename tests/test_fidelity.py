@@ -210,3 +210,21 @@ def _table(out: Path) -> list[dict]:
     from nas.search.store import read_rows
 
     return read_rows(out / "trials.parquet")
+
+
+def test_the_stored_cpu_ground_truth_still_describes_the_shipped_presets():
+    """The rows under benchmarks/results/ground-truth-cpu/ were measured with the presets its
+    fidelity.yaml records: they must still be the synthetic task's, or the figures no longer hold."""
+    folder = RESULTS / "ground-truth-cpu"
+    saved = yaml.safe_load((folder / "fidelity.yaml").read_text())
+    shipped = load_fidelity_config(ROOT / "launch" / "configs" / "ground-truth-cpu.yaml")
+    task = load_task(shipped.task)
+    from nas.common.config import to_dict
+    from nas.common.jsonutil import json_ready
+
+    assert set(saved["presets"]) == set(shipped.fidelities)
+    for fidelity, settings in saved["presets"].items():
+        assert settings == json_ready(to_dict(task.preset(fidelity))), fidelity
+    assert saved["architectures"] == json_ready(to_dict(shipped.architectures)) | {
+        "published": list(shipped.architectures.published)
+    }

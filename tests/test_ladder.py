@@ -179,3 +179,51 @@ def test_ladder_config_errors_name_the_key():
         search_config_from_dict({"ladder": [{"fidelity": "smoke"}], "scheduler": {"asha": True}})
     config = search_config_from_dict({"fidelity": "proxy", "ladder": [{"fidelity": "zc-params", "keep": 0.3}]})
     assert config.rungs == ("zc-params", "proxy") and config.ladder[0].keep == 0.3
+
+
+# ---------------------------------------------------------------------------------- on Ray, through the CLI
+@pytest.fixture
+def local_ray(monkeypatch, tmp_path):
+    import ray
+
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+def test_a_ladder_search_on_ray_is_shown_reported_and_loaded_with_its_rungs(tmp_path, local_ray, capsys):
+    import json
+
+    import yaml
+
+    from analysis import load_run
+    from nas.cli import main
+
+    config = {
+        "name": "ladder",
+        "task": "synthetic",
+        "fidelity": "smoke",
+        "ladder": [{"fidelity": "zc-params", "keep": 0.5}],
+        "strategy": {"name": "random"},
+        "budget": {"trials": 4},
+        "resources": {"cpus_per_trial": 1, "max_concurrent": 2},
+    }
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    assert main(["search", "--config", str(tmp_path / "search.yaml"), "--out", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    run = load_run(run_dir)
+    zero, top = run.trials[run.trials["rung"] == 0], run.trials[run.trials["rung"] == 1]
+    assert len(zero) == 4 and set(zero["fidelity"]) == {"zc-params"}  # the budget: 3 candidates and the baseline
+    assert (zero["score"] == zero["params"]).all() and (zero["steps"] == 0).all()
+    assert 2 <= len(top) <= 3 and set(top["fidelity"]) == {"smoke"} and (top["steps"] == 4).all()
+    assert set(top["spec_hash"]) <= set(zero["spec_hash"]) and len(run.ok()) == len(top)
+    assert run.leaderboard().iloc[0]["fidelity"] == "smoke"  # the search's ranking comes first
+    ladder = run.ladder
+    assert list(ladder["evaluated"]) == [4] and list(ladder["went_up"]) == [len(top)]
+    assert "fidelity ladder" in out and "zc-params -> smoke: 4 evaluated" in out
+    stored = json.loads((run_dir / "ladder.json").read_text())["ladder"]
+    assert stored[0]["went_up"] == len(top)
+    assert main(["report", str(run_dir)]) == 0
+    assert "Fidelity ladder" in (run_dir / "report" / "index.html").read_text()

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import RungConfig
-from .correlation import rank_agreement
+from .correlation import format_agreement, rank_agreement
 from .status import DUPLICATE, OK
 
 
@@ -87,6 +87,19 @@ def ladder_agreement(rows: Sequence[dict[str, Any]], ladder: Sequence[RungConfig
             }
         )
     return out
+
+
+def format_ladder(entries: Sequence[dict[str, Any]]) -> list[str]:
+    """The lines `nas show` and `nas search` print for `ladder_agreement`; [] without a ladder."""
+    if not entries:
+        return []
+    lines = ["fidelity ladder (rank agreement of each rung with the next, over the candidates at both; 90% intervals):"]
+    for e in entries:
+        lines.append(
+            f"  {e['fidelity']} -> {e['next_fidelity']}: {e['evaluated']} evaluated, {e['went_up']} went up; "
+            + format_agreement(e)
+        )
+    return lines
 
 
 def _finite(value: Any) -> bool:

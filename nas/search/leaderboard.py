@@ -15,6 +15,7 @@ COLUMNS = [
     "name",
     "spec_hash",
     "origin",
+    "fidelity",
     "status",
     "objective",
     "miou",
@@ -31,9 +32,13 @@ def trials_frame(run_dir: str | Path) -> pd.DataFrame:
 
 
 def leaderboard(trials: pd.DataFrame, top: int | None = None) -> pd.DataFrame:
-    """Trained candidates (duplicates left out) by objective, best first; failed ones last."""
-    trained = trials[trials["status"] != DUPLICATE]
-    ranked = trained.sort_values(["objective", "trial_id"], ascending=[False, True], na_position="last")
+    """Trained candidates (duplicates left out) by objective, best first; failed ones last. With a
+    fidelity ladder, the top rung's first (the search's ranking), then each lower rung's."""
+    trained = trials[trials["status"] != DUPLICATE].copy()
+    trained["_rung"] = trained["rung"].fillna(0) if "rung" in trained else 0
+    ranked = trained.sort_values(
+        ["_rung", "objective", "trial_id"], ascending=[False, False, True], na_position="last"
+    ).drop(columns="_rung")
     return ranked.head(top) if top else ranked
 
 

@@ -7,6 +7,8 @@ A search run directory (``nas search --out RUN_DIR``) holds
 * ``search_state.json``: the search's state for resuming (`nas.search.search`);
 * ``optuna.journal``: the Optuna study of a TPE or NSGA-II search without ``storage.optuna``;
 * ``ray/``: what Ray Tune writes (never read back), unless ``storage.ray_path`` says elsewhere;
+* ``ladder.json``: with a fidelity ladder, each rung's rank agreement with the next (`nas.search.ladder`),
+  written as the search ends (readers recompute it from the table);
 
 and after ``nas promote``
 
@@ -50,6 +52,7 @@ PROMOTED_SPEC = "spec.json"  # in PROMOTED_DIR/<hash>, beside the weights (`nas.
 PROMOTED_METRICS = "metrics.json"  # in PROMOTED_DIR/<hash>
 PROMOTED_SEEDS_DIR = "seeds"  # in PROMOTED_DIR/<hash>: one folder per fidelity and seed trained
 REPORT_DIR = "report"
+LADDER_NAME = "ladder.json"  # a search with a fidelity ladder: each rung's rank agreement with the next
 FIDELITY_CONFIG_NAME = "fidelity.yaml"  # a fidelity measurement's directory (`nas.search.fidelity`)
 FIDELITY_SUMMARY_NAME = "summary.json"  # beside it, with its trials.parquet
 SEARCH_FILES = (CONFIG_NAME, TABLE_NAME, STATE_NAME)  # any of them: the directory holds a search

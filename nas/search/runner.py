@@ -30,16 +30,19 @@ from typing import Any
 
 from nas.common.config import ConfigError, to_dict
 from nas.common.errors import UserError, one_line
+from nas.common.jsonutil import write_json
 from proxy_tasks.task import Fidelity, TaskConfig, load_task, scale_spec
 from search_spaces import ArchSpec, SpecError, resolve_spec
 
 from .base import Candidate, Controller
 from .config import ResourcesConfig, SearchConfig
 from .evolution import RegularizedEvolution
+from .ladder import format_ladder, ladder_agreement
 from .nsga2 import NSGA2Search
 from .random_search import RandomSearch
 from .run_dir import (
     JOURNAL_NAME,
+    LADDER_NAME,
     STATE_NAME,
     holds_search,
     optuna_storage,
@@ -526,6 +529,11 @@ def run_search(
     )
     tune_search(search, config, task.to_dict(), fidelity, run_dir)
     progress.update(search, final=True)
+    if config.ladder:
+        agreement = ladder_agreement(search.store.rows, config.ladder, config.fidelity)
+        write_json(run_dir / LADDER_NAME, {"ladder": agreement})
+        for line in format_ladder(agreement):
+            log(line)
     return search
 
 
