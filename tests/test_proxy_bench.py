@@ -1,21 +1,12 @@
-"""The proxy-signal benchmark's bookkeeping: reference trials from a stored file, and its statistics."""
+"""The stored signal results (benchmarks/results/synthetic-*.json): read only when they match this run."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
-from proxy_bench import (
-    _architectures,
-    _dataset,
-    _run_signal,
-    _seed_table,
-    _settings,
-    _stored_reference,
-    _summarise_signal,
-)
+from proxy_bench import _architectures, _dataset, _settings, _stored_reference
 
 from proxy_tasks.datasets.synthetic import GENERATOR_VERSION
 from proxy_tasks.task import load_task
@@ -28,24 +19,6 @@ SPECS = [get_spec(n) for n in NAMES]
 
 def _row(fidelity: str, seed: int, miou: float, spec_hash: str | None = None) -> dict:
     return {"fidelity": fidelity, "seed": seed, "miou": miou, "spec_hash": spec_hash}
-
-
-def _args(**given: object) -> argparse.Namespace:
-    """The signal benchmark's arguments: smoke trials of the published networks, one at a time."""
-    defaults = {
-        "task": "synthetic",
-        "fidelity": "smoke",
-        "seeds": 1,
-        "samples": 0,
-        "only": None,
-        "reference": None,
-        "reference_from": None,
-        "reference_seeds": 1,
-        "jobs": 1,
-        "device": "cpu",
-        "out": None,
-    }
-    return argparse.Namespace(**(defaults | given))
 
 
 def _write(path: Path, results: dict, **top: object) -> str:
@@ -101,58 +74,6 @@ def test_stored_reference_that_does_not_match_is_refused_in_one_line(tmp_path: P
     with pytest.raises(SystemExit, match=message) as info:
         _stored_reference(path, TASK, "full-1k", NAMES, SPECS)
     assert "\n" not in str(info.value)
-
-
-def test_seed_table_keeps_the_seeds_every_architecture_has() -> None:
-    results = {
-        "a": [_row("proxy", 0, 0.1), _row("proxy", 1, 0.2), _row("full", 0, 0.5)],
-        "b": [_row("proxy", 1, 0.3), _row("proxy", 2, 0.4)],
-    }
-    assert _seed_table(results, "proxy") == {"a": [0.2], "b": [0.3]}
-    assert _seed_table(results, "full") is None  # b has no full trial
-    # A loss ranks the other way round: it is negated, so that higher is better for every metric.
-    results["a"][1]["val_loss"], results["b"][0]["val_loss"] = 1.5, 0.5
-    assert _seed_table(results, "proxy", "val_loss") == {"a": [-1.5], "b": [-0.5]}
-
-
-def test_summary_reports_rank_agreement_and_noise(capsys: pytest.CaptureFixture[str]) -> None:
-    # Four architectures, two proxy seeds whose rankings agree with each other and with the reference
-    # except for one swapped pair in seed 1.
-    proxy = {"a": (0.10, 0.12), "b": (0.20, 0.18), "c": (0.30, 0.31), "d": (0.40, 0.29)}
-    reference = {"a": 0.5, "b": 0.6, "c": 0.7, "d": 0.8}
-    results = {
-        n: [_row("proxy", s, v) for s, v in enumerate(proxy[n])] + [_row("full", 0, reference[n])] for n in proxy
-    }
-    _summarise_signal(results, "proxy", "full")
-    out = capsys.readouterr().out
-    # seed 0 ranks a<b<c<d; seed 1 a<b<d<c: 5 of 6 pairs concordant, tau = (5 - 1) / 6
-    assert "proxy seed-to-seed Kendall tau (one seed's ranking against another's): 0.667" in out
-    # the means (0.11, 0.19, 0.305, 0.345) rank as the reference does
-    assert "Kendall tau 1.000, Spearman rho 1.000 (proxy mean vs full mean of 1 seeds" in out
-    assert "one proxy seed against the full mean: Kendall tau 1.000, 0.667 (mean 0.833)" in out
-    assert "mean over architectures per seed: 0.2500, 0.2250" in out
-
-
-def test_resume_keeps_finished_trials_and_reruns_failed_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
-    spec, settings = get_spec("spinenet-49"), _settings(load_task("synthetic"), "smoke")
-    done = {**_row("smoke", 0, 0.5, spec.hash), "status": "ok", "settings": settings}
-    failed = {**_row("smoke", 1, float("nan"), spec.hash), "status": "diverged", "settings": settings}
-    out = _write(tmp_path / "out.json", {"spinenet-49": [done, failed]}, note="kept")
-    results = _run_signal(_args(seeds=2, only=["spinenet-49"], out=out))
-    rows = sorted(results["spinenet-49"], key=lambda r: r["seed"])
-    assert [(r["seed"], r["status"]) for r in rows] == [(0, "ok"), (1, "ok")]
-    assert rows[0]["miou"] == 0.5 and 0 <= rows[1]["miou"] <= 1  # seed 0 was not trained again
-    saved = json.loads(Path(out).read_text())
-    assert saved["note"] == "kept" and saved["generator_version"] == GENERATOR_VERSION
-    assert [r["seed"] for r in saved["results"]["spinenet-49"]] == [0, 1] and saved["results"]["spinenet-49"][1][
-        "settings"
-    ] == settings
-
-
-def test_only_that_matches_nothing_is_one_line() -> None:
-    with pytest.raises(SystemExit, match=r"--only: none of resnet-9000 is among the architectures \(deeplabv3"):
-        _run_signal(_args(only=["resnet-9000"]))
 
 
 @pytest.mark.parametrize(("fidelity", "seeds"), [("full-1k", 2), ("proxy-gpu", 3)])
