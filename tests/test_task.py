@@ -146,7 +146,9 @@ def test_first_line_and_one_line() -> None:
 
 
 def test_unknown_fidelity_is_named() -> None:
-    message = "task 'synthetic' has no fidelity 'huge' \\(has: smoke, proxy, proxy-gpu, full-1k, full\\)"
+    message = (
+        "task 'synthetic' has no fidelity 'huge' \\(has: smoke, proxy, proxy-gpu, full-1k, promote-cpu, zc-synflow, "
+    )
     with pytest.raises(ConfigError, match=message):
         load_task("synthetic").fidelity("huge")
 
@@ -196,6 +198,8 @@ def test_folder_presets_take_their_crop_from_small_images(tmp_path: Path) -> Non
         "proxy": (1.0, 128),
         "proxy-gpu": (1.0, 128),
         "promote": (1.0, 128),
+        "promote-cpu": (1.0, 128),
+        **{f"zc-{score}": (1.0, 128) for score in ("params", "flops", "synflow", "naswot", "grad-norm", "snip")},
         "full": (1.0, 128),
     }
     assert isinstance(task.preset("full").crop, FromData) and task.preset("full").crop.max_side == 512
@@ -207,6 +211,8 @@ def test_folder_presets_bring_large_images_down_to_their_size(tmp_path: Path) ->
     assert (proxy.resolution, proxy.crop) == (pytest.approx(128 / 600), 128)
     assert (gpu.resolution, gpu.crop) == (pytest.approx(512 / 600), 512)
     assert (full.resolution, full.crop) == (1.0, 512)  # capped: 600 px rounds up to 608
+    scored = task.fidelity("zc-snip")
+    assert (scored.resolution, scored.crop, scored.zero_cost) == (pytest.approx(256 / 600), 256, "snip")
 
 
 def test_sizes_from_data_follow_their_rule() -> None:
