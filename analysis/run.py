@@ -64,6 +64,7 @@ LEADERBOARD_COLUMNS = [
     "spec_hash",
     "strategy",
     "origin",
+    "fidelity",
     "status",
     "objective",
     "miou",
