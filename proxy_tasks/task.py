@@ -391,6 +391,13 @@ def training_sides(task: TaskConfig, fidelity: Fidelity) -> list[int]:
     return train.longer_sides(None if takes_max else SIZED_FROM_IMAGES)
 
 
+def class_count(task: TaskConfig) -> int:
+    """How many classes ``task`` predicts, without generating or reading any image."""
+    if task.dataset.kind == "synthetic":
+        return 1 + len(task.dataset.synthetic.shapes)  # background and one class per shape
+    return _file_dataset(task, task.dataset.train_split).num_classes
+
+
 def training_count(task: TaskConfig, fidelity: Fidelity) -> int:
     """How many training images ``fidelity`` trains on (indexing a dataset folder reads no image)."""
     if task.dataset.kind == "synthetic":

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from nas.common.errors import UserError
 from search_spaces import ArchSpec
@@ -240,26 +240,11 @@ def check_fits(
     return load_into(model, weights, source, strict)
 
 
-def initializer(weights: Mapping[str, Tensor], source: str, strict: bool = True, log=None):
-    """A function that initialises a freshly built network from ``weights`` (what `run_trial`'s
-    ``init`` takes); each problem a partial load skips goes to ``log``, one line each."""
-
-    def init(model: nn.Module) -> None:
-        report = load_into(model, weights, source, strict)  # type: ignore[arg-type]
-        if log is not None:
-            for problem in report.problems:
-                log(f"init: skipped {problem}")
-            log(f"init: {report.summary()}")
-
-    return init
-
-
 __all__ = [
     "InitError",
     "InitReport",
     "check_fits",
     "file_kind",
-    "initializer",
     "load_into",
     "module_names",
     "plan",
