@@ -241,3 +241,66 @@ def test_nas_train_init_partial_reports_each_skipped_tensor_and_records_the_load
     init = json.loads((out / "metrics.json").read_text())["init"]
     assert (init["kind"], init["loaded"], init["fresh"], len(init["problems"])) == (RESNET, 317, 44, 1)
     assert "init: skipped layer1.0.bn2.running_mean" in (out / "train.log").read_text()
+
+
+def test_nas_promote_init_checks_every_model_first_then_trains_each_from_the_weights(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+    import ray
+    import yaml
+
+    from nas.search.config import load_search_config
+    from nas.search.runner import run_search
+
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    smoke = {"resolution": 1.0, "crop": 32, "width": 0.125, "resample_alpha": 0.25, "steps": 1, "batch_size": 2}
+    task = {
+        "name": "tiny",
+        "dataset": {"kind": "synthetic", "synthetic": {"image_size": 32, "num_train": 4, "num_val": 2, "seed": 0}},
+        "fidelities": {"smoke": {**smoke, "eval_scales": [0.5, 1.0], "eval_flip": True}},
+        "optimizer": {"name": "adamw", "lr": 0.001},
+    }
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(task))
+    config = {
+        "name": "t",
+        "task": "tiny.yaml",
+        "fidelity": "smoke",
+        "baselines": [],  # the search trains one random candidate; the promotion adds DeepLabv3-ResNet-50
+        "strategy": {"name": "random"},
+        "budget": {"trials": 1},
+        "resources": {"cpus_per_trial": 1, "max_concurrent": 2, "ray_cpus": 2},
+    }
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(config))
+    narrow = scale_spec(get_spec("deeplabv3-resnet50"), load_task(tmp_path / "tiny.yaml").fidelity("smoke"))
+    torch.save(in_their_names(narrow, 7, RESNET), tmp_path / "resnet.pth")
+    run = tmp_path / "run"
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    try:
+        run_search(load_search_config(tmp_path / "search.yaml"), run, log=lambda _: None)
+        capsys.readouterr()  # Ray's own start-up messages
+        args = ["promote", str(run), "--top", "1", "--fidelity", "smoke", "--seeds", "1"]
+        # Strict: the searched candidate is no ResNet, so the weights are refused before anything is trained.
+        assert main([*args, "--init", str(tmp_path / "resnet.pth")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("nas: error: ") and err.count("\n") == 1 and "do not fit" in err
+        assert not (run / "promoted").exists()
+        assert main([*args, "--init", str(tmp_path / "resnet.pth"), "--init-partial"]) == 0
+        captured = capsys.readouterr()
+    finally:
+        ray.shutdown()
+    assert "no counterpart in a torchvision ResNet checkpoint" in captured.err  # the candidate's, one line each
+    seeds = pd.read_parquet(run / "promoted_seeds.parquet")
+    for _, row in seeds.iterrows():
+        init = json.loads((run / row["path"] / "metrics.json").read_text())["full"]["init"]
+        assert init["kind"] == RESNET and init["file"] == str(tmp_path / "resnet.pth")
+        if row["role"] == "baseline":
+            assert (init["loaded"], init["problems"]) == (318, [])
+        else:
+            assert init["problems"] and init["loaded"] < 318
+    # Single-scale and multi-scale mIoU apart, each labelled.
+    assert seeds["miou_ms"].between(0, 1).all() and seeds["miou"].between(0, 1).all()
+    promoted = pd.read_parquet(run / "promoted.parquet")
+    assert promoted["full_miou_ms"].between(0, 1).all()
+    assert "smoke mIoU ms" in captured.out and "smoke mIoU: single scale, whole images" in captured.out
+    assert "smoke mIoU ms: scales 0.5, 1 with left-right flips, softmax averaged, whole images" in captured.out
+    summary = json.loads((run / "promoted" / "summary.json").read_text())
+    assert summary["evaluation"]["miou_ms"].startswith("scales 0.5, 1 with left-right flips")
