@@ -261,12 +261,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
     log.info(
-        "train %s (%s) on %s at %s fidelity (crop %s, resolution %.4g, %d steps), seed %d, device %s, %d threads",
+        "train %s (%s) on %s at %s fidelity (crop %s, resolution %.4g), %d steps, seed %d, device %s, %d threads",
         spec.name,
         spec.hash,
         task.name,
         args.fidelity,
-        "x".join(map(str, fidelity.crop_size)),
+        fidelity.crop if isinstance(fidelity.crop, int) else "x".join(map(str, fidelity.crop)),
         fidelity.resolution,
         fidelity.steps,
         args.seed,

@@ -160,3 +160,24 @@ def test_a_trial_reports_single_and_multi_scale_miou_apart(tmp_path, monkeypatch
     }
     assert math.isnan(plain.miou_ms) and plain.evaluation == {"miou": "single scale, whole images"}
     assert "miou_ms" in result.to_dict() and result.to_dict()["evaluation"]["miou_ms"].startswith("scales")
+
+
+def test_nas_eval_prints_the_multi_scale_figures_beside_the_single_scale_ones(tmp_path, monkeypatch, capsys) -> None:
+    import json
+
+    import yaml
+
+    from nas.cli import main
+    from nas.model.checkpoint import save_model
+
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path))
+    task = load_task("synthetic").to_dict()
+    task["fidelities"]["smoke"].update(eval_scales=[0.5, 1.0], eval_flip=True, eval_window=[48, 48])
+    (tmp_path / "task.yaml").write_text(yaml.safe_dump(task))
+    torch.manual_seed(0)
+    save_model(tmp_path / "model.pt", build_model(slim(get_spec("deeplabv3-resnet50")), 7))
+    assert main(["eval", str(tmp_path / "model.pt"), "--task", str(tmp_path / "task.yaml"), "--fidelity", "smoke"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["evaluation"] == "single scale, 48x48 windows overlapping 0.33"
+    assert summary["evaluation_ms"].startswith("scales 0.5, 1 with left-right flips")
+    assert 0 <= summary["miou"] <= 1 and 0 <= summary["miou_ms"] <= 1 and summary["loss_ms"] != summary["loss"]
