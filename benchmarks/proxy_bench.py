@@ -35,7 +35,7 @@ from nas.common.atomic import atomic_path
 from nas.common.config import to_dict
 from proxy_tasks.datasets.synthetic import GENERATOR_VERSION
 from proxy_tasks.loader import train_loader
-from proxy_tasks.task import build_datasets, load_task, scale_spec
+from proxy_tasks.task import Fidelity, OptimizerConfig, build_datasets, load_task, scale_spec
 from proxy_tasks.trial import make_optimizer, poly_schedule, run_trial
 from search_spaces import SearchSpace, get_spec, sample
 from search_spaces.spec import ArchSpec
@@ -130,6 +130,22 @@ def _one_trial(job: tuple[str, str, str, int, str, int]) -> dict:
 def _settings(task, fidelity: str) -> dict:
     """What a row's mIoU depends on besides the network and the seed: the preset and the optimizer."""
     return _as_stored({"fidelity": to_dict(task.fidelity(fidelity)), "optimizer": to_dict(task.optimizer)})
+
+
+def _same_settings(stored: dict, task, fidelity: str) -> bool:
+    """Whether a row's stored settings are ``fidelity``'s now. A setting added since the row was
+    measured counts as the same when it has its default: the row was trained as that default trains."""
+    current = _settings(task, fidelity)
+    defaults = _as_stored({"fidelity": to_dict(Fidelity()), "optimizer": to_dict(OptimizerConfig())})
+    if set(stored) != set(current):
+        return False
+    for part, values in current.items():
+        added = set(values) - set(stored[part])
+        if any(values[key] != defaults[part].get(key) for key in added):
+            return False
+        if {k: v for k, v in values.items() if k not in added} != stored[part]:
+            return False
+    return True
 
 
 def _dataset(task) -> dict:
@@ -253,8 +269,8 @@ def _checked_rows(path: str, saved: dict, task, names: list[str], archs: list[Ar
                 raise SystemExit(
                     f"{path}: its {name} is spec {row['spec_hash'][:10]}, this run's is {spec.hash[:10]}; measure again"
                 )
-            fidelity = row.get("fidelity")
-            if "settings" in row and fidelity in task.fidelities and row["settings"] != _settings(task, fidelity):
+            fidelity, stored = row.get("fidelity"), row.get("settings")
+            if stored is not None and fidelity in task.fidelities and not _same_settings(stored, task, fidelity):
                 raise SystemExit(
                     f"{path}: its {fidelity} trials were run with other {fidelity} or optimizer "
                     f"settings than task {task.name!r} has now; use another file"

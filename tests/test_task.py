@@ -19,6 +19,9 @@ def test_builtin_tasks_load_with_all_three_fidelities() -> None:
     for name in builtin_tasks():
         task = load_task(name)
         assert {"smoke", "proxy", "full"} <= set(task.fidelities)
+        # a search on a CPU (proxy), one on a GPU (proxy-gpu), a mid-length promotion (promote)
+        assert {"proxy-gpu", "promote"} <= set(task.fidelities)
+        assert task.preset("proxy").width < task.preset("proxy-gpu").width < task.preset("promote").width == 1.0
     proxy = load_task("synthetic").fidelity("proxy")
     assert proxy.width == 0.25 and proxy.resample_alpha == 0.25 and proxy.resolution < 1.0
 
@@ -32,6 +35,7 @@ def test_synthetic_presets_render_at_their_sizes() -> None:
     sizes = {name: round(native * task.fidelity(name).resolution) for name in names}
     assert sizes == {"smoke": 64, "proxy": 128, "proxy-gpu": 256, "full-1k": 256, "full": 256}
     assert task.fidelity("full-1k").width == task.fidelity("full").width == 1.0
+    assert task.fidelity("promote") == task.fidelity("full-1k")
     proxy = task.fidelity("proxy")
     assert proxy.crop == sizes["proxy"] and proxy.lr is not None and proxy.lr > task.optimizer.lr
     assert proxy.steps * proxy.batch_size < task.fidelity("full").steps * task.fidelity("full").batch_size
@@ -155,7 +159,7 @@ def test_first_line_and_one_line() -> None:
 
 
 def test_unknown_fidelity_is_named() -> None:
-    message = "task 'synthetic' has no fidelity 'huge' \\(has: smoke, proxy, proxy-gpu, full-1k, full\\)"
+    message = "task 'synthetic' has no fidelity 'huge' \\(has: smoke, proxy, proxy-gpu, full-1k, promote, full\\)"
     with pytest.raises(ConfigError, match=message):
         load_task("synthetic").fidelity("huge")
 
