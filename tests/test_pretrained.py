@@ -217,6 +217,16 @@ def test_nas_train_init_refuses_weights_that_do_not_fit_in_one_line(tmp_path: Pa
     assert "265 tensors do not fit deeplabv3-resnet50" in err
     assert "conv1.weight: shape [64, 3, 7, 7] in the file, [8, 3, 7, 7] in the network" in err
     assert not out.exists()
+    # A file that fits but for one missing tensor: refused too, naming it.
+    narrow = scale_spec(get_spec("deeplabv3-resnet50"), load_task("synthetic").fidelity("smoke"))
+    weights = in_their_names(narrow, 7, RESNET)
+    del weights["layer3.4.conv2.weight"]
+    torch.save(weights, tmp_path / "small.pth")
+    assert main([*args, "--init", str(tmp_path / "small.pth")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "1 tensor does not fit deeplabv3-resnet50" in err
+    assert "layer3.4.conv2.weight: not in the file (the network's backbone.nodes.11.body.0.conv2.0.weight)" in err
+    assert not out.exists()
     assert main([*args, "--init-partial"]) == 2
     assert "--init-partial: give the weights with --init FILE" in capsys.readouterr().err
     assert main([*args, "--init", str(tmp_path / "nothing.pth")]) == 2

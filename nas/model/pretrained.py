@@ -223,8 +223,10 @@ def refusal(report: InitReport, spec: ArchSpec) -> str:
     """The one line that refuses a strict initialisation: the count and the first problems."""
     shown = "; ".join(report.problems[:SHOWN_PROBLEMS])
     more = len(report.problems) - SHOWN_PROBLEMS
+    count = len(report.problems)
+    tensors = "1 tensor does not fit" if count == 1 else f"{count} tensors do not fit"
     return (
-        f"{report.source}: {len(report.problems)} tensors do not fit {spec.name or spec.hash} "
+        f"{report.source}: {tensors} {spec.name or spec.hash} "
         f"({report.kind} checkpoint): {shown}{f' (and {more} more)' if more > 0 else ''}; "
         "--init-partial loads the tensors that fit"
     )
