@@ -239,9 +239,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     spec = resolve_spec(args.arch, stdin=True)
     task = load_task(args.task, args.data_root)
     fidelity = task.fidelity(args.fidelity)  # fail now on an unknown fidelity
-    scale_spec(spec, fidelity)  # and on a spec the fidelity's width makes invalid
+    scaled = scale_spec(spec, fidelity)  # and on a spec the fidelity's width makes invalid
     if task.dataset.kind != "synthetic":
         build_datasets(task, fidelity)  # and on missing files: indexing a dataset folder reads no image
+    init = _initial_weights(args, task, scaled)  # and on an --init file that does not fit
     device = _device(args.device)
     import torch
 
@@ -260,17 +261,23 @@ def cmd_train(args: argparse.Namespace) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
     log.info(
-        "train %s (%s) on %s at %s fidelity (crop %d, resolution %.4g), seed %d, device %s, %d threads",
+        "train %s (%s) on %s at %s fidelity (crop %s, resolution %.4g), %d steps, seed %d, device %s, %d threads",
         spec.name,
         spec.hash,
         task.name,
         args.fidelity,
-        fidelity.crop,
+        fidelity.crop if isinstance(fidelity.crop, int) else "x".join(map(str, fidelity.crop)),
         fidelity.resolution,
+        fidelity.steps,
         args.seed,
         device,
         args.threads,
     )
+    if init is not None:
+        for line in init.report.problems:  # what a partial initialisation leaves as initialised
+            log.info("init: skipped %s", line)
+            print(f"init: skipped {line}", file=sys.stderr)
+        log.info("init: %s", init.report.summary())
 
     from tqdm import tqdm
 
@@ -302,9 +309,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         checkpoint_dir=out,
         progress=progress,
         on_trained=lambda m: trained.update(model=m),
+        init=init.apply if init is not None else None,
     )
     bar.close()
     metrics = result.to_dict()
+    if init is not None:
+        metrics["init"] = init.report.to_dict()
     save_model(
         out / "checkpoint.pt",
         trained["model"],
@@ -318,10 +328,39 @@ def cmd_train(args: argparse.Namespace) -> None:
     (out / CHECKPOINT_NAME).unlink(missing_ok=True)  # finished: the resume state is no longer needed
     log.info("done: status %s, mIoU %.4f, %.1f s training", result.status, result.miou, result.train_seconds)
     miou = "nan" if math.isnan(result.miou) else f"{result.miou:.4f}"
+    augmented = "" if math.isnan(result.miou_ms) else f", multi-scale mIoU {result.miou_ms:.4f} (miou_ms)"
     print(
-        f"{result.status}: mIoU {miou}, pixel accuracy {result.pixel_accuracy:.4f}, "
+        f"{result.status}: mIoU {miou}{augmented}, pixel accuracy {result.pixel_accuracy:.4f}, "
         f"{result.train_seconds:.1f} s training, {result.images_per_second:.1f} images/s -> {out}"
     )
+
+
+class _Init:
+    """The weights of ``--init`` checked against the network (``report``) and ``apply``, which loads
+    them into the freshly built one."""
+
+    def __init__(self, weights: dict, source: str, strict: bool, report) -> None:
+        self.weights, self.source, self.strict, self.report = weights, source, strict, report
+
+    def apply(self, model) -> None:
+        from .model.pretrained import load_into
+
+        load_into(model, self.weights, self.source, self.strict)
+
+
+def _initial_weights(args: argparse.Namespace, task, spec: ArchSpec) -> _Init | None:
+    """``--init``'s weights, refused in one line (before anything is written) when they do not fit ``spec``."""
+    if args.init is None:
+        if args.init_partial:
+            raise CliError("--init-partial: give the weights with --init FILE")
+        return None
+    from proxy_tasks.task import class_count
+
+    from .model.pretrained import check_fits, read_weights
+
+    weights = read_weights(args.init)
+    report = check_fits(spec, class_count(task), weights, args.init, strict=not args.init_partial)
+    return _Init(weights, args.init, not args.init_partial, report)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -340,6 +379,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
             f"{args.checkpoint}: model has {model.num_classes} classes, task {task.name} has {val.num_classes}"
         )
     summary = evaluate(model, val, task, fidelity, device)
+    if fidelity.augmented_evaluation:  # the papers' multi-scale figure, beside the single-scale one
+        augmented = evaluate(model, val, task, fidelity, device, augmented=True)
+        summary.update({f"{key}_ms": value for key, value in augmented.items()})
     print(json.dumps(summary, indent=2))
 
 
@@ -534,6 +576,8 @@ def cmd_promote(args: argparse.Namespace) -> None:
         address=args.address,
         seed=args.seed,
         seeds=args.seeds,
+        init=args.init,
+        init_partial=args.init_partial,
         log=stderr_log,
     )
     print(summary.to_text())
@@ -569,6 +613,20 @@ def _add_space_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head", choices=["deeplabv3", "deeplabv3plus"], default=default.head)
     p.add_argument("--output-levels", type=int, nargs="+", help="endpoint levels (default: 3..max level)")
     p.add_argument("--head-level", type=int, default=default.head_level, help="ASPP level: 4 = output stride 16, 3 = 8")
+
+
+def _add_init_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--init",
+        metavar="FILE",
+        help="initial weights: a torchvision ImageNet ResNet-50/101 (the backbone of a DeepLab spec), a torchvision "
+        "deeplabv3_resnet50/101, or a nas checkpoint; matched by name, every tensor must fit",
+    )
+    p.add_argument(
+        "--init-partial",
+        action="store_true",
+        help="load the --init tensors that fit and report the others, one line each",
+    )
 
 
 def _add_export_parser(sub: Any) -> None:
@@ -640,6 +698,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--data-root", help="dataset folder for file-based tasks")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    _add_init_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--threads",
@@ -697,6 +756,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--fidelity", default="full")
     p.add_argument("--seed", type=seed_int, default=0, help="the first seed")
     p.add_argument("--seeds", type=promote_seeds, default=2, help="how many seeds (--seed, --seed + 1, ...)")
+    _add_init_options(p)
     p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else a private local Ray)")
     p.set_defaults(func=cmd_promote)
 

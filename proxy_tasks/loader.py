@@ -50,7 +50,7 @@ class TrainSet(Dataset):
     def __init__(self, data, fidelity: Fidelity, augment: AugmentConfig, seed: int, ignore_index: int) -> None:
         self.data = data
         self.resolution = fidelity.resolution if not getattr(data, "prescaled", False) else 1.0
-        self.crop = fidelity.crop
+        self.crop_height, self.crop_width = fidelity.crop_size
         self.augment = augment
         self.seed = seed
         self.ignore_index = ignore_index
@@ -67,14 +67,15 @@ class TrainSet(Dataset):
         image, mask = resize(image, mask, (max(1, round(h * scale)), max(1, round(w * scale))))
         image = normalize(image)
         # Pad to the crop (image with the mean, i.e. 0 after normalising; mask with ignore).
-        pad_h, pad_w = max(0, self.crop - image.shape[1]), max(0, self.crop - image.shape[2])
+        crop_h, crop_w = self.crop_height, self.crop_width
+        pad_h, pad_w = max(0, crop_h - image.shape[1]), max(0, crop_w - image.shape[2])
         if pad_h or pad_w:
             image = F.pad(image, (0, pad_w, 0, pad_h), value=0.0)
             mask = F.pad(mask, (0, pad_w, 0, pad_h), value=self.ignore_index)
-        top = int(rng.integers(0, image.shape[1] - self.crop + 1))
-        left = int(rng.integers(0, image.shape[2] - self.crop + 1))
-        image = image[:, top : top + self.crop, left : left + self.crop]
-        mask = mask[top : top + self.crop, left : left + self.crop]
+        top = int(rng.integers(0, image.shape[1] - crop_h + 1))
+        left = int(rng.integers(0, image.shape[2] - crop_w + 1))
+        image = image[:, top : top + crop_h, left : left + crop_w]
+        mask = mask[top : top + crop_h, left : left + crop_w]
         if self.augment.hflip and rng.random() < 0.5:
             image, mask = image.flip(-1), mask.flip(-1)
         return image.contiguous(), mask.contiguous()

@@ -59,6 +59,8 @@ class DatasetConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
+# Test-time scales beyond this would only run out of memory: the papers' largest is 2.
+MAX_EVAL_SCALE = 4.0
 # Sizes taken from the data are rounded up to a multiple of the networks' output stride.
 OUTPUT_STRIDE = 32
 # A median of this many training images (evenly spaced) sizes a preset: reading every header of a
@@ -85,12 +87,27 @@ class Fidelity:
     # ``auto`` for its defaults). Typed Any for the config reader and parsed in __post_init__, so
     # that a wrong value's message says what either form expects.
     resolution: Any = 1.0  # images are resized by this factor (synthetic: rendered at this size)
-    crop: Any = 512  # square training crop after resizing
+    crop: Any = 512  # training crop after resizing: a square's side, or [height, width]
     width: float = 1.0  # multiplies every channel count of the network (SpineNet's proxy: 0.25)
     resample_alpha: float | None = None  # overrides the spec's (SpineNet's proxy: 0.25)
-    steps: int = 1000
+    # The schedule: ``steps`` (default 1000), or ``epochs`` (passes over the training images), which
+    # the task turns into steps from the training set's size: epochs x (images // batch_size), the
+    # published recipes' own conversion. The warm-up (linear, then the poly decay) likewise.
+    steps: int | None = None
+    epochs: float | None = None
+    warmup_steps: int | None = None  # overrides optimizer.warmup_steps
+    warmup_epochs: float | None = None
     batch_size: int = 8
     eval_every: int = 0  # evaluate (and report, checkpoint) every N steps; 0: at the end only
+    # Evaluation runs on whole validation images at the fidelity's resolution; ``eval_window``
+    # ([height, width] or a side) evaluates larger images in overlapping windows instead (their
+    # logits averaged), for when a whole image does not fit in memory.
+    eval_window: Any = None
+    eval_overlap: float = 1 / 3  # share of a window that overlaps its neighbour
+    # Test-time augmentation, evaluated once after training and reported apart (``miou_ms``):
+    # softmax averaged over these input scales, and over left-right flips with ``eval_flip``.
+    eval_scales: tuple[float, ...] = ()
+    eval_flip: bool = False
     train_images: int | None = None  # use the first N training images (None: all)
     val_images: int | None = None
     lr: float | None = None  # overrides optimizer.lr
@@ -104,16 +121,66 @@ class Fidelity:
     def __post_init__(self) -> None:
         object.__setattr__(self, "resolution", _size("resolution", self.resolution, float))
         object.__setattr__(self, "crop", _size("crop", self.crop, int))
-        _positive(self, *(name for name in ("resolution", "crop") if not self.from_data(name)))
-        _positive(self, "width", "steps", "batch_size")
+        object.__setattr__(self, "eval_window", _window(self.eval_window))
+        _positive(self, *(n for n in ("resolution", "crop") if isinstance(getattr(self, n), (int, float))))
+        self._check_schedule()
+        _positive(self, "width", "batch_size", *(("steps",) if self.steps is not None else ()))
         if self.eval_every < 0:
             raise ConfigError(f"eval_every: must be >= 0, got {self.eval_every}")
+        self._check_evaluation()
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ConfigError(f"ema_decay: must be in (0, 1) or null, got {self.ema_decay}")
         for name in ("train_images", "val_images", "resample_alpha", "lr"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{name}: must be > 0 or null, got {value}")
+
+    def _check_schedule(self) -> None:
+        for steps, epochs in (("steps", "epochs"), ("warmup_steps", "warmup_epochs")):
+            if getattr(self, steps) is not None and getattr(self, epochs) is not None:
+                raise ConfigError(f"{epochs}: give {steps} or {epochs}, not both")
+        if self.steps is None and self.epochs is None:
+            object.__setattr__(self, "steps", 1000)
+        for name in ("epochs", "warmup_epochs"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name}: must be > 0 or null, got {value}")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps: must be >= 0 or null, got {self.warmup_steps}")
+
+    def _check_evaluation(self) -> None:
+        object.__setattr__(self, "eval_scales", tuple(self.eval_scales))
+        if not 0 <= self.eval_overlap < 1:
+            raise ConfigError(f"eval_overlap: must be in [0, 1), got {self.eval_overlap}")
+        for scale in self.eval_scales:
+            if not (math.isfinite(scale) and 0 < scale <= MAX_EVAL_SCALE):
+                raise ConfigError(f"eval_scales: each scale must be in (0, {MAX_EVAL_SCALE}], got {scale}")
+        if len(set(self.eval_scales)) != len(self.eval_scales):
+            raise ConfigError(f"eval_scales: must be distinct, got {list(self.eval_scales)}")
+
+    @property
+    def crop_size(self) -> tuple[int, int]:
+        """The training crop as (height, width); a preset whose crop is taken from the data must be sized first."""
+        if isinstance(self.crop, FromData):
+            raise ValueError("crop is taken from the training images: size the preset first (TaskConfig.fidelity)")
+        return (self.crop, self.crop) if isinstance(self.crop, int) else self.crop
+
+    @property
+    def augmented_evaluation(self) -> bool:
+        """Whether a test-time-augmented evaluation (scales, flips) follows the training."""
+        return bool(self.eval_scales) or self.eval_flip
+
+    def by_epochs(self) -> bool:
+        """Whether the schedule is written in epochs (steps follow from the training set's size)."""
+        return self.epochs is not None or self.warmup_epochs is not None
+
+    def scheduled(self, images: int) -> Fidelity:
+        """This preset with ``epochs`` and ``warmup_epochs`` turned into steps for ``images`` training
+        images: an epoch is images // batch_size steps (at least one), as in TF Model Garden's recipes."""
+        per_epoch = max(1, images // self.batch_size)
+        steps = self.steps if self.epochs is None else max(1, round(self.epochs * per_epoch))
+        warmup = self.warmup_steps if self.warmup_epochs is None else round(self.warmup_epochs * per_epoch)
+        return replace(self, steps=steps, epochs=None, warmup_steps=warmup, warmup_epochs=None)
 
     def from_data(self, name: str = "") -> bool:
         """Whether field ``name`` (any field, when not given) is taken from the training images."""
@@ -188,9 +255,14 @@ class TaskConfig:
         return self.fidelities[name]
 
     def fidelity(self, name: str) -> Fidelity:
-        """The fidelity ``name`` ready to train: sizes taken from the data are read from the training images."""
+        """The fidelity ``name`` ready to train: sizes taken from the data are read from the training
+        images, and a schedule in epochs becomes steps from the number of training images."""
         preset = self.preset(name)
-        return preset.sized(training_sides(self, preset)) if preset.from_data() else preset
+        if preset.from_data():
+            preset = preset.sized(training_sides(self, preset))
+        if preset.by_epochs():
+            preset = preset.scheduled(training_count(self, preset))
+        return preset
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -206,21 +278,48 @@ class TaskConfig:
         return data
 
 
-def _size(name: str, value: Any, number: type[int] | type[float]) -> int | float | FromData:
-    """``value`` of field ``name``: a number of type ``number``, ``auto`` or a `FromData` mapping."""
-    if value == "auto":
+def _size(name: str, value: Any, number: type[int] | type[float]) -> int | float | tuple[int, int] | FromData:
+    """``value`` of field ``name``: a number of type ``number``, ``auto`` or a `FromData` mapping;
+    for integers (the crop) also ``[height, width]``."""
+    if isinstance(value, str) and value == "auto":
         return FromData()
     if isinstance(value, FromData):
         return value
     if isinstance(value, Mapping):
         return from_dict(FromData, value, name)
+    if number is int and isinstance(value, (list, tuple)):
+        return _height_width(name, value)
     expected = "an integer" if number is int else "a number"
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not is_number or (number is int and not isinstance(value, int)):
-        shown = json.dumps(value) if isinstance(value, (str, int, float)) else type(value).__name__
-        shown = shown if len(shown) <= 40 else shown[:37] + "..."
-        raise ConfigError(f"{name}: expected {expected}, got {shown} (or auto, or {{side: median|max, max_side: N}})")
+        others = "auto, or {side: median|max, max_side: N}" + (", or [height, width]" if number is int else "")
+        raise ConfigError(f"{name}: expected {expected}, got {_shown(value)} (or {others})")
     return number(value)
+
+
+def _window(value: Any) -> tuple[int, int] | None:
+    """``eval_window``: null, a side, or [height, width] (a side is a square window)."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return _height_width("eval_window", value)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return (value, value)
+    raise ConfigError(f"eval_window: expected null, a positive integer or [height, width], got {_shown(value)}")
+
+
+def _height_width(name: str, value: list | tuple) -> tuple[int, int]:
+    if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise ConfigError(f"{name}: expected [height, width] of two positive integers, got {_shown(value)}")
+    return (int(value[0]), int(value[1]))
+
+
+def _shown(value: Any) -> str:
+    try:
+        shown = json.dumps(value) if isinstance(value, (str, int, float, list, tuple)) else type(value).__name__
+    except (TypeError, ValueError):
+        shown = type(value).__name__
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 def _positive(obj: object, *names: str) -> None:
@@ -295,6 +394,21 @@ def training_sides(task: TaskConfig, fidelity: Fidelity) -> list[int]:
         train.pairs = train.pairs[: fidelity.train_images]
     takes_max = any(isinstance(v, FromData) and v.side == "max" for v in (fidelity.resolution, fidelity.crop))
     return train.longer_sides(None if takes_max else SIZED_FROM_IMAGES)
+
+
+def class_count(task: TaskConfig) -> int:
+    """How many classes ``task`` predicts, without generating or reading any image."""
+    if task.dataset.kind == "synthetic":
+        return 1 + len(task.dataset.synthetic.shapes)  # background and one class per shape
+    return _file_dataset(task, task.dataset.train_split).num_classes
+
+
+def training_count(task: TaskConfig, fidelity: Fidelity) -> int:
+    """How many training images ``fidelity`` trains on (indexing a dataset folder reads no image)."""
+    if task.dataset.kind == "synthetic":
+        return min(task.dataset.synthetic.num_train, fidelity.train_images or task.dataset.synthetic.num_train)
+    count = len(_file_dataset(task, task.dataset.train_split))
+    return min(count, fidelity.train_images) if fidelity.train_images else count
 
 
 def _statistic(values: list[int], name: str) -> float:

@@ -33,6 +33,7 @@ from nas.model.builder import build_model
 from nas.model.cost import count_flops, count_params, measure_latency
 from search_spaces import ArchSpec
 
+from .inference import augmented_probabilities, describe, window_logits
 from .loader import eval_loader, train_loader
 from .metrics import ConfusionMatrix
 from .task import Fidelity, TaskConfig, build_datasets, scale_spec
@@ -54,6 +55,12 @@ class TrialResult:
     val_loss: float = math.nan  # mean cross-entropy over the labelled validation pixels
     per_class_iou: dict[str, float] = field(default_factory=dict)
     score: float = math.nan  # a training-free fidelity's zero-cost score (higher is better)
+    # The same with test-time augmentation (the fidelity's eval_scales and eval_flip), measured once
+    # after training; NaN when the fidelity asks for none. ``evaluation`` says how each was measured.
+    miou_ms: float = math.nan
+    pixel_accuracy_ms: float = math.nan
+    per_class_iou_ms: dict[str, float] = field(default_factory=dict)
+    evaluation: dict[str, str] = field(default_factory=dict)
     loss_final: float = math.nan
     loss_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss since last point)
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per evaluation
@@ -89,9 +96,11 @@ def run_trial(
     checkpoint_dir: str | Path | None = None,
     progress: Callable[[int, int, float], None] | None = None,
     on_trained: Callable[[torch.nn.Module], None] | None = None,
+    init: Callable[[torch.nn.Module], None] | None = None,
 ) -> TrialResult:
-    """Train ``spec`` on ``task`` at ``fidelity`` and evaluate it (see the module docstring)."""
-    run = _set_up(spec, task, task.fidelity(fidelity), seed, torch.device(device))
+    """Train ``spec`` on ``task`` at ``fidelity`` and evaluate it (see the module docstring);
+    ``init`` sets the freshly built network's initial weights (e.g. pretrained ones)."""
+    run = _set_up(spec, task, task.fidelity(fidelity), seed, torch.device(device), init)
     result = TrialResult(
         spec_hash=spec.hash,
         fidelity=fidelity,
@@ -100,6 +109,7 @@ def run_trial(
         num_classes=run.train_data.num_classes,
         class_names=list(run.train_data.class_names),
         params=count_params(run.model),
+        evaluation=_evaluation_labels(run.fid),
     )
     if run.fid.zero_cost:
         return _score_untrained(run, result)
@@ -111,6 +121,8 @@ def run_trial(
         torch.cuda.reset_peak_memory_stats(run.device)
     _train(run, counters, result, state_file, report, progress)
     result.steps = counters.step
+    if run.fid.augmented_evaluation and result.status == "ok":
+        _evaluate_augmented(run, result)
     if on_trained is not None:
         on_trained(run.evaluated)  # e.g. to save the trained weights
     _summarise_training(run, counters, result)
@@ -157,16 +169,27 @@ class _Counters:
     data_wait: float = 0.0  # seconds spent waiting for batches
 
 
-def _set_up(spec: ArchSpec, task: TaskConfig, fid: Fidelity, seed: int, device: torch.device) -> _Run:
+def _set_up(
+    spec: ArchSpec,
+    task: TaskConfig,
+    fid: Fidelity,
+    seed: int,
+    device: torch.device,
+    init: Callable[[torch.nn.Module], None] | None = None,
+) -> _Run:
     """Seed, then build in a fixed order (the seed decides the data order and the initial weights)."""
     torch.manual_seed(seed)
     train_data, val_data = build_datasets(task, fid)
-    model = build_model(scale_spec(spec, fid), train_data.num_classes).to(device)
+    model = build_model(scale_spec(spec, fid), train_data.num_classes)
+    if init is not None:
+        init(model)
+    model = model.to(device)
     channels_last = task.channels_last if task.channels_last is not None else device.type == "cuda"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     optimizer = make_optimizer(model, task, fid)
-    lr_lambda = poly_schedule(fid.steps, task.optimizer.poly_power, task.optimizer.warmup_steps)
+    warmup = fid.warmup_steps if fid.warmup_steps is not None else task.optimizer.warmup_steps
+    lr_lambda = poly_schedule(fid.steps, task.optimizer.poly_power, warmup)
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(task.precision)
     use_autocast = autocast_dtype is not None and device.type == "cuda"
     return _Run(
@@ -312,6 +335,23 @@ def _evaluate_and_checkpoint(
     return report({**result.history[-1], "pixel_accuracy": summary["pixel_accuracy"]}) if report else None
 
 
+def _evaluate_augmented(run: _Run, result: TrialResult) -> None:
+    """The test-time-augmented evaluation of the trained network, once: it costs a pass per scale and flip."""
+    tock = time.perf_counter()
+    summary = evaluate(run.evaluated, run.val_data, run.task, run.fid, run.device, run.memory_format, augmented=True)
+    result.eval_seconds += time.perf_counter() - tock
+    result.miou_ms, result.pixel_accuracy_ms = summary["miou"], summary["pixel_accuracy"]
+    result.per_class_iou_ms = summary["per_class_iou"]
+
+
+def _evaluation_labels(fid: Fidelity) -> dict[str, str]:
+    """How ``miou`` (and ``miou_ms``, when the fidelity asks for it) are measured, in words."""
+    labels = {"miou": describe(fid.eval_window, fid.eval_overlap)}
+    if fid.augmented_evaluation:
+        labels["miou_ms"] = describe(fid.eval_window, fid.eval_overlap, fid.eval_scales, fid.eval_flip)
+    return labels
+
+
 def _summarise_training(run: _Run, counters: _Counters, result: TrialResult) -> None:
     """The final loss and the throughput, over every resumption like ``step``."""
     result.loss_final = result.loss_curve[-1][1] if result.loss_curve else math.nan
@@ -357,9 +397,15 @@ def evaluate(
     device: torch.device,
     memory_format: torch.memory_format = torch.contiguous_format,
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    augmented: bool = False,
 ) -> dict[str, Any]:
-    """Confusion-matrix metrics of ``model`` over the whole validation set (see `metrics`), and
-    ``loss``: the mean cross-entropy over its labelled pixels, which moves before the argmax does."""
+    """Confusion-matrix metrics of ``model`` over the whole validation set (see `metrics`),
+    ``loss``: the mean cross-entropy over its labelled pixels, which moves before the argmax does,
+    and ``evaluation``: how it was measured.
+
+    Each image is evaluated whole, or in overlapping windows of ``fid.eval_window``; ``augmented``
+    averages the softmax over ``fid.eval_scales`` and left-right flips (``fid.eval_flip``) instead,
+    its loss the negative log of the averaged probabilities (see `proxy_tasks.inference`)."""
     forward = forward or model
     was_training = model.training
     model.eval()
@@ -369,12 +415,24 @@ def evaluate(
         for images, masks in eval_loader(val_data, task, fid, device):
             images = images.to(device, non_blocking=True, memory_format=memory_format)
             masks = masks.to(device, non_blocking=True)
-            logits = forward(images).float()
-            matrix.update(logits.argmax(1), masks)
-            loss_sum += F.cross_entropy(logits, masks, ignore_index=task.ignore_index, reduction="sum").double()
+            if augmented:
+                probabilities = augmented_probabilities(
+                    forward, images, fid.eval_scales, fid.eval_flip, fid.eval_window, fid.eval_overlap
+                )
+                # Log-probabilities: cross-entropy takes them as logits whose softmax they already are.
+                scores = probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny).log()
+            else:
+                scores = window_logits(forward, images, fid.eval_window, fid.eval_overlap)
+            matrix.update(scores.argmax(1), masks)
+            loss_sum += F.cross_entropy(scores, masks, ignore_index=task.ignore_index, reduction="sum").double()
             labelled += int((masks != task.ignore_index).sum())
     model.train(was_training)
-    return {**matrix.summary(list(val_data.class_names)), "loss": float(loss_sum) / labelled if labelled else math.nan}
+    scales, flip = (fid.eval_scales, fid.eval_flip) if augmented else ((), False)
+    return {
+        **matrix.summary(list(val_data.class_names)),
+        "loss": float(loss_sum) / labelled if labelled else math.nan,
+        "evaluation": describe(fid.eval_window, fid.eval_overlap, scales, flip),
+    }
 
 
 def make_optimizer(model: torch.nn.Module, task: TaskConfig, fid: Fidelity) -> torch.optim.Optimizer:

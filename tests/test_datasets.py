@@ -338,3 +338,22 @@ def test_folder_without_either_layout_names_both(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     with pytest.raises(DatasetError, match=r"or images/ and masks/ with a <split>\.txt list"):
         folder(tmp_path, "val")
+
+
+def test_voc_train_aug_masks_come_from_segmentation_class_aug(tmp_path: Path) -> None:
+    # train_aug: VOC's own palette masks where they exist, SBD's single-channel ones from SegmentationClassAug/.
+    _voc_tree(tmp_path)
+    extra = "2008_000002"
+    Image.fromarray(_rgb(seed=9)).save(tmp_path / "JPEGImages" / f"{extra}.jpg")
+    sbd = np.full((12, 16), 255, dtype=np.uint8)
+    sbd[4:8, 4:8] = 7  # car
+    _png(tmp_path / "SegmentationClassAug" / f"{extra}.png", sbd)
+    (tmp_path / "ImageSets" / "Segmentation" / "train_aug.txt").write_text(f"2007_000032\n{extra}\n")
+    train_aug = voc(tmp_path, "train_aug")
+    assert [mask.parent.name for _, mask in train_aug.pairs] == ["SegmentationClass", "SegmentationClassAug"]
+    _, mask = train_aug[1]
+    assert mask[5, 5] == 7 and mask[0, 0] == 255
+    (tmp_path / "SegmentationClassAug" / f"{extra}.png").unlink()
+    missing = f"SegmentationClass/{extra}.png: missing mask .*nor in SegmentationClassAug/"
+    with pytest.raises(DatasetError, match=missing):
+        voc(tmp_path, "train_aug")

@@ -22,6 +22,7 @@ from nas.search.fidelity import (
     jobs_of,
     load_fidelity_config,
     measure,
+    same_preset,
     summarise_file,
     summarise_rows,
 )
@@ -224,7 +225,18 @@ def test_the_stored_cpu_ground_truth_still_describes_the_shipped_presets():
 
     assert set(saved["presets"]) == set(shipped.fidelities)
     for fidelity, settings in saved["presets"].items():
-        assert settings == json_ready(to_dict(task.preset(fidelity))), fidelity
+        assert same_preset(settings, to_dict(task.preset(fidelity))), fidelity
     assert saved["architectures"] == json_ready(to_dict(shipped.architectures)) | {
         "published": list(shipped.architectures.published)
     }
+
+
+def test_a_preset_setting_added_since_rows_were_measured_counts_as_unchanged_at_its_default():
+    from nas.common.config import to_dict
+
+    current = to_dict(load_task("synthetic").preset("promote-cpu"))
+    recorded = {k: v for k, v in current.items() if k != "eval_flip"}  # as written before eval_flip existed
+    assert same_preset(recorded, current)
+    assert not same_preset({**recorded, "steps": 599}, current)
+    assert not same_preset(recorded, {**current, "eval_flip": True})  # the new setting changed the training
+    assert not same_preset({**recorded, "gone": 1}, current)

@@ -19,6 +19,9 @@ def test_builtin_tasks_load_with_all_three_fidelities() -> None:
     for name in builtin_tasks():
         task = load_task(name)
         assert {"smoke", "proxy", "full"} <= set(task.fidelities)
+        # a search on a CPU (proxy), one on a GPU (proxy-gpu), a mid-length promotion (promote)
+        assert {"proxy-gpu", "promote"} <= set(task.fidelities)
+        assert task.preset("proxy").width < task.preset("proxy-gpu").width < task.preset("promote").width == 1.0
     proxy = load_task("synthetic").fidelity("proxy")
     assert proxy.width == 0.25 and proxy.resample_alpha == 0.25 and proxy.resolution < 1.0
 
@@ -32,6 +35,7 @@ def test_synthetic_presets_render_at_their_sizes() -> None:
     sizes = {name: round(native * task.fidelity(name).resolution) for name in names}
     assert sizes == {"smoke": 64, "proxy": 128, "proxy-gpu": 256, "full-1k": 256, "full": 256}
     assert task.fidelity("full-1k").width == task.fidelity("full").width == 1.0
+    assert task.fidelity("promote") == task.fidelity("full-1k")
     proxy = task.fidelity("proxy")
     assert proxy.crop == sizes["proxy"] and proxy.lr is not None and proxy.lr > task.optimizer.lr
     assert proxy.steps * proxy.batch_size < task.fidelity("full").steps * task.fidelity("full").batch_size
@@ -74,7 +78,16 @@ def _with(path: Path, **changes: object) -> Path:
         ({"fidelities__proxy__steps": 0}, "fidelities.proxy.steps: must be > 0, got 0"),
         ({"fidelities__proxy__crop": 1.5}, "fidelities.proxy.crop: expected an integer, got 1.5"),
         ({"fidelities__proxy__ema_decay": 1.0}, "fidelities.proxy.ema_decay: must be in (0, 1) or null, got 1.0"),
-        ({"fidelities__smoke__epochs": 3}, "fidelities.smoke: unknown key 'epochs'"),
+        ({"fidelities__smoke__epoch": 3}, "fidelities.smoke: unknown key 'epoch'"),
+        ({"fidelities__smoke__epochs": 3}, "fidelities.smoke.epochs: give steps or epochs, not both"),
+        ({"fidelities__smoke__warmup_epochs": -1}, "fidelities.smoke.warmup_epochs: must be > 0 or null, got -1"),
+        ({"fidelities__smoke__crop": [64]}, "fidelities.smoke.crop: expected [height, width] of two positive"),
+        ({"fidelities__smoke__crop": [64, 0]}, "fidelities.smoke.crop: expected [height, width] of two positive"),
+        ({"fidelities__smoke__eval_window": "big"}, "fidelities.smoke.eval_window: expected null, a positive integer"),
+        ({"fidelities__smoke__eval_overlap": 1.0}, "fidelities.smoke.eval_overlap: must be in [0, 1), got 1.0"),
+        ({"fidelities__smoke__eval_scales": [0.5, 0.5]}, "fidelities.smoke.eval_scales: must be distinct"),
+        ({"fidelities__smoke__eval_scales": [0.0]}, "fidelities.smoke.eval_scales: each scale must be in (0, 4.0]"),
+        ({"fidelities__smoke__eval_scales": 1.5}, "fidelities.smoke.eval_scales: expected a list of numbers"),
         ({"dataset__kind": "coco"}, 'dataset.kind: "coco" is not one of'),
         ({"augment__scale_min": 3.0}, "augment.scale_min: [3.0, 1.1] is not a valid scale range"),
         ({"channels_last": "yes"}, 'channels_last: expected true or false, got "yes"'),
@@ -260,3 +273,139 @@ def test_applicable_dict_leaves_out_the_other_datasets_settings() -> None:
     assert "synthetic" not in folder["dataset"] and folder["dataset"]["kind"] == "folder"
     assert set(synthetic["dataset"]) == {"kind", "synthetic"}
     assert folder["fidelities"]["proxy"]["crop"] == {"side": "median", "max_side": 128}
+
+
+# ------------------------------------------------------------------------------------ recipes
+def _cityscapes_tree(root: Path, count: int, height: int = 1024, width: int = 2048) -> Path:
+    """Cityscapes' layout with ``count`` training frames and one validation frame (one colour each:
+    only their headers are read to size the presets)."""
+    from PIL import Image
+
+    for split, n in (("train", count), ("val", 1)):
+        images, masks = root / "leftImg8bit" / split / "aachen", root / "gtFine" / split / "aachen"
+        images.mkdir(parents=True)
+        masks.mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (width, height)).save(images / f"aachen_{i:06d}_000019_leftImg8bit.png")
+            Image.new("L", (width, height)).save(masks / f"aachen_{i:06d}_000019_gtFine_labelIds.png")
+    return root
+
+
+def test_epochs_become_steps_from_the_training_set_size() -> None:
+    # TF Model Garden's conversion: an epoch is images // batch steps (Cityscapes: 2,975 // 16 = 185).
+    recipe = Fidelity(epochs=500, warmup_epochs=5, batch_size=16)
+    assert (recipe.steps, recipe.by_epochs()) == (None, True)
+    scheduled = recipe.scheduled(2975)
+    assert (scheduled.steps, scheduled.warmup_steps, scheduled.epochs) == (92500, 925, None)
+    assert not scheduled.by_epochs()
+    assert Fidelity(epochs=45, warmup_epochs=5, batch_size=16).scheduled(10582).steps == 29745  # VOC train_aug
+    assert Fidelity(epochs=0.5, batch_size=16).scheduled(8).steps == 1  # at least one step of one batch
+    assert Fidelity(steps=300, warmup_epochs=2, batch_size=10).scheduled(105) == Fidelity(
+        steps=300, warmup_steps=20, batch_size=10
+    )
+    assert Fidelity().steps == 1000 and not Fidelity().by_epochs()
+    with pytest.raises(ConfigError, match="warmup_epochs: give warmup_steps or warmup_epochs, not both"):
+        Fidelity(warmup_steps=3, warmup_epochs=1)
+
+
+def test_synthetic_epochs_count_the_training_subset(tmp_path: Path) -> None:
+    task = load_task(_with(tmp_path / "t.yaml", fidelities__smoke__steps=None, fidelities__smoke__epochs=3))
+    smoke = task.fidelity("smoke")  # 16 training images in batches of 4: 4 steps an epoch
+    assert (smoke.steps, smoke.epochs) == (12, None)
+    assert load_task(tmp_path / "t.yaml") == task  # round-trips with the epochs as written
+
+
+def test_cityscapes_presets_follow_the_data_and_the_published_recipe(tmp_path: Path) -> None:
+    task = load_task("cityscapes", str(_cityscapes_tree(tmp_path, count=40)))
+    assert {"smoke", "proxy", "proxy-gpu", "promote", "full"} <= set(task.fidelities)
+    sized = {name: (task.fidelity(name).resolution, task.fidelity(name).crop) for name in task.fidelities}
+    assert sized == {
+        "smoke": (0.0625, 64),
+        "proxy": (0.125, 128),  # 2048 px frames brought down to 256: 128x256, crops of 128 (a CPU's)
+        "proxy-gpu": (0.5, 512),
+        "promote": (0.5, 512),
+        "full": (1.0, (512, 1024)),  # the recipe's 512x1024 crops of 1024x2048 frames
+    }
+    full, promote = task.fidelity("full"), task.fidelity("promote")
+    per_epoch = 40 // 16
+    assert (full.steps, full.warmup_steps, full.batch_size, full.lr) == (500 * per_epoch, 5 * per_epoch, 16, 0.01)
+    assert (promote.steps, promote.width, full.width) == (50 * per_epoch, 1.0, 1.0)
+    assert (full.eval_window, full.eval_scales, full.eval_flip) == ((1024, 2048), (0.75, 1, 1.25, 1.5, 1.75, 2), True)
+    assert task.fidelity("proxy").width == 0.25 and task.fidelity("proxy-gpu").width == 0.5
+    assert (task.augment.scale_min, task.augment.scale_max, task.optimizer.weight_decay) == (0.5, 2.0, 1e-4)
+    assert (task.optimizer.momentum, task.optimizer.poly_power) == (0.9, 0.9)
+
+
+def test_voc_presets_follow_the_data_and_the_published_recipe(tmp_path: Path) -> None:
+    from PIL import Image
+
+    sets = tmp_path / "ImageSets" / "Segmentation"
+    for folder in (sets, tmp_path / "JPEGImages", tmp_path / "SegmentationClass"):
+        folder.mkdir(parents=True)
+    ids = [f"2007_{i:06d}" for i in range(33)]
+    for image_id in ids:
+        Image.new("RGB", (500, 375)).save(tmp_path / "JPEGImages" / f"{image_id}.jpg")
+        Image.new("L", (500, 375)).save(tmp_path / "SegmentationClass" / f"{image_id}.png")
+    (sets / "train.txt").write_text("\n".join(ids[:32]) + "\n")
+    (sets / "val.txt").write_text(ids[32] + "\n")
+    task = load_task("voc", str(tmp_path))
+    sized = {name: (task.fidelity(name).resolution, task.fidelity(name).crop) for name in task.fidelities}
+    assert sized == {
+        "smoke": (0.125, 64),
+        "proxy": (pytest.approx(128 / 500), 128),
+        "proxy-gpu": (1.0, 512),
+        "promote": (1.0, 512),
+        "full": (1.0, 512),
+    }
+    full = task.fidelity("full")
+    assert (full.steps, full.warmup_steps, full.batch_size, task.optimizer.lr) == (45 * 2, 5 * 2, 16, 0.007)
+    assert (full.eval_scales, full.eval_flip) == ((0.5, 0.75, 1.0, 1.25, 1.5, 1.75), True)
+
+
+def test_recipe_presets_round_trip_through_files(tmp_path: Path) -> None:
+    for name in ("cityscapes", "voc"):
+        task = load_task(name)
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(task.to_dict()))
+        assert load_task(path) == task
+    assert load_task("cityscapes").to_dict()["fidelities"]["full"]["crop"] == [512, 1024]
+
+
+def test_training_crops_take_the_height_and_width_of_the_preset(tmp_path: Path, monkeypatch) -> None:
+    from dataclasses import replace
+
+    from proxy_tasks.loader import TrainSet
+    from proxy_tasks.task import build_datasets
+
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path))
+    task = load_task("synthetic")
+    smoke = task.fidelity("smoke")  # 64 px scenes
+    train, _ = build_datasets(task, smoke)
+    wide = TrainSet(train, replace(smoke, crop=[32, 96]), task.augment, seed=0, ignore_index=255)
+    image, mask = wide[(0, 0)]
+    assert tuple(image.shape) == (3, 32, 96) and tuple(mask.shape) == (32, 96)
+    # At most 64 x 1.1 px of scene across: the other columns are padding, ignored (on either side after a flip).
+    assert int((mask == 255).all(dim=0).sum()) >= 96 - 71
+    # A square written [n, n] crops exactly as n does: the same draws, the same pixels.
+    square = TrainSet(train, replace(smoke, crop=48), task.augment, seed=0, ignore_index=255)
+    as_pair = TrainSet(train, replace(smoke, crop=[48, 48]), task.augment, seed=0, ignore_index=255)
+    for position in range(3):
+        assert all(a.equal(b) for a, b in zip(square[(position, position)], as_pair[(position, position)]))
+
+
+def test_a_warm_up_in_the_fidelity_overrides_the_optimizers(tmp_path: Path, monkeypatch) -> None:
+    from dataclasses import replace
+
+    import torch
+
+    from proxy_tasks.trial import _set_up
+    from tests.helpers import slim
+
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path))
+    task = load_task("synthetic")
+    spec = slim(get_spec("deeplabv3-resnet50"))
+    cpu = torch.device("cpu")
+    warm = _set_up(spec, task, replace(task.fidelity("smoke"), warmup_steps=10), 0, cpu)
+    cold = _set_up(spec, task, task.fidelity("smoke"), 0, cpu)  # the optimizer's warm-up: none
+    assert warm.optimizer.param_groups[0]["lr"] == pytest.approx(task.optimizer.lr / 10)
+    assert cold.optimizer.param_groups[0]["lr"] == pytest.approx(task.optimizer.lr)

@@ -32,7 +32,7 @@ from nas.common.atomic import atomic_path
 from nas.common.config import MAX_SEED, ConfigError, from_dict, load_file, read_mapping, to_dict
 from nas.common.errors import UserError, first_line
 from nas.common.jsonutil import json_ready, write_json
-from proxy_tasks.task import load_task, scale_spec
+from proxy_tasks.task import Fidelity, load_task, scale_spec
 from search_spaces import ArchSpec, SpecError, sample
 from search_spaces.mutations import mutate
 
@@ -266,12 +266,23 @@ def _saved_presets(out: Path) -> dict[str, Any]:
 def _check_presets(out: Path, presets: dict[str, Any]) -> None:
     """Refuse to add to rows measured with other settings of the same preset name."""
     saved = _saved_presets(out)
-    changed = sorted(f for f, settings in presets.items() if f in saved and saved[f] != json_ready(settings))
+    changed = sorted(f for f, settings in presets.items() if f in saved and not same_preset(saved[f], settings))
     if changed:
         raise FidelityError(
             f"{out}: its {', '.join(changed)} trials were run with other settings of that preset than the "
             f"task has now; measure into a new folder"
         )
+
+
+def same_preset(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether preset settings recorded with rows are the preset's ``current`` ones. A setting added to
+    `Fidelity` since they were recorded counts as the same while it holds its default: the rows were
+    trained as that default trains."""
+    saved, current = json_ready(saved), json_ready(current)
+    defaults = json_ready(to_dict(Fidelity()))
+    if set(saved) - set(current):
+        return False
+    return all(saved.get(key, defaults.get(key)) == value for key, value in current.items())
 
 
 def _train(todo, runner: SearchConfig, task: dict[str, Any], out: Path, store: ResultsStore, log) -> None:

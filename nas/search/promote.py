@@ -121,15 +121,24 @@ class PromotionSummary:
     spearman_rho: float = math.nan
     fidelity: str = "full"
     comparison: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)  # how the promoted mIoU (and miou_ms) were measured
 
     def to_text(self) -> str:
         label = f"{self.fidelity} mIoU"
-        lines = [f"{'hash':<12} {'name':<24} {'proxy mIoU':>10} {label:>16} {'status':<8}"]
+        # The multi-scale column only where a fidelity measured it: single-scale mIoU stays the ranking figure.
+        multi = any(r.get("full_miou_ms") is not None for r in self.rows)
+        ms_label = f"{self.fidelity} mIoU ms"
+        header = f"{'hash':<12} {'name':<24} {'proxy mIoU':>10} {label:>16} " + (f"{ms_label:>19} " if multi else "")
+        lines = [f"{header}{'status':<8}"]
         for r in self.rows:
+            augmented = f"{_fmt(r.get('full_miou_ms')):>19} " if multi else ""
             lines.append(
                 f"{r['spec_hash'][:10]:<12} {(r['name'] or '-')[:24]:<24} {_fmt(r['proxy_miou']):>10} "
-                f"{_fmt(r['full_miou']):>16} {r['status']:<8}"
+                f"{_fmt(r['full_miou']):>16} {augmented}{r['status']:<8}"
             )
+        for key, name in (("miou", label), ("miou_ms", ms_label)):
+            if self.evaluation.get(key) and (key == "miou" or multi):
+                lines.append(f"{name}: {self.evaluation[key]}")
         lines.append(
             f"Kendall tau {_fmt(self.kendall_tau)}, Spearman rho {_fmt(self.spearman_rho)} "
             f"(proxy vs {self.fidelity} mIoU over {sum(r['status'] == OK for r in self.rows)} models)"
@@ -197,10 +206,15 @@ def promote(
     address: str | None = None,
     seed: int = 0,
     seeds: int = 2,
+    init: str | Path | None = None,
+    init_partial: bool = False,
     log=print,
 ) -> PromotionSummary:
     """Everything is checked before the first write (arguments, the run's config and table, each
-    chosen spec and baseline at ``fidelity``, the Ray cluster); a refusal is one `SearchError` or `ConfigError`."""
+    chosen spec and baseline at ``fidelity``, the ``init`` weights against each, the Ray cluster); a
+    refusal is one `SearchError`, `ConfigError` or `InitError`. ``init``: every training starts from
+    these weights (see `nas.model.pretrained`; ``init_partial`` loads the tensors that fit). Each
+    worker reads the file, so on a cluster it must be on storage they share."""
     run_dir = Path(run_dir).resolve()
     if top < 1:
         raise SearchError(f"--top must be >= 1, got {top}")
@@ -217,11 +231,13 @@ def promote(
     if chosen.empty:
         raise SearchError(f"{run_dir}: no successful trial to promote")
     models = _models(chosen, config.baselines or DEFAULT_BASELINES)
+    scaled = {}
     for model in models:
         try:
-            scale_spec(ArchSpec.from_json(model.spec_json), fid)
+            scaled[model.spec_hash] = scale_spec(ArchSpec.from_json(model.spec_json), fid)
         except SpecError as exc:
             raise SearchError(f"{model.name}: its spec cannot be built at fidelity {fidelity!r}: {exc}") from None
+    init_config = _check_init(init, init_partial, task, [(m, scaled[m.spec_hash]) for m in models], log)
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise SearchError(f"{run_dir}: not writable; the promoted models are written into it")
     seed_list = list(range(seed, seed + seeds))
@@ -236,7 +252,7 @@ def promote(
             f"{fidelity} fidelity, seeds {seed_list} ({runs - len(todo)} of {runs} trainings already done)"
         )
         if todo:
-            _train(todo, config, task, fidelity, run_dir, log)
+            _train(todo, config, task, fidelity, run_dir, log, init_config)
     finally:
         if connected:  # the Ray this call started (or joined); one it found running stays up
             import ray
@@ -245,6 +261,25 @@ def promote(
     for model in models:
         _publish(run_dir, model.spec_hash, fidelity, seed_list)
     return _summarise(chosen, models, run_dir, fidelity, seed_list)
+
+
+def _check_init(init, partial: bool, task, models: list[tuple[Model, ArchSpec]], log) -> dict[str, Any] | None:
+    """The trials' ``init`` setting, once the weights are known to fit every model (strict), or
+    with what a partial load leaves out reported one line each."""
+    if init is None:
+        if partial:
+            raise SearchError("--init-partial: give the weights with --init FILE")
+        return None
+    from nas.model.pretrained import check_fits, read_weights
+    from proxy_tasks.task import class_count
+
+    path = Path(init).resolve()
+    weights, classes = read_weights(path), class_count(task)
+    for model, spec in models:
+        report = check_fits(spec, classes, weights, f"{init} for {model.name}", strict=not partial)
+        for problem in report.problems:
+            log(f"init: {model.name}: skipped {problem}")
+    return {"file": str(path), "partial": partial}
 
 
 def _models(chosen: pd.DataFrame, baselines: Sequence[str]) -> list[Model]:
@@ -274,7 +309,9 @@ def _done(folder: Path) -> bool:
         return False
 
 
-def _train(todo: list[tuple[Model, int]], config, task, fidelity: str, run_dir: Path, log) -> None:
+def _train(
+    todo: list[tuple[Model, int]], config, task, fidelity: str, run_dir: Path, log, init: dict[str, Any] | None = None
+) -> None:
     """Train each (model, seed) of ``todo`` (`run_jobs`: one Tune trial each, in one experiment). Each
     training's files are written as its trial ends, so a driver killed mid-promotion keeps what
     finished and a rerun trains only the rest."""
@@ -284,7 +321,7 @@ def _train(todo: list[tuple[Model, int]], config, task, fidelity: str, run_dir: 
     def write(job: Job, result: dict[str, Any], error: bool, saved: Path | None) -> None:
         write_training(run_dir, by_id[job.id], fidelity, job.seed, result, error, saved, log)
 
-    run_jobs(jobs, config, task.to_dict(), run_dir, write, save_weights=True)
+    run_jobs(jobs, config, task.to_dict(), run_dir, write, save_weights=True, settings={"init": init})
 
 
 def write_training(
@@ -373,6 +410,10 @@ def _seed_rows(models: list[Model], run_dir: Path, fidelity: str, seeds: list[in
                     "status": record.get("status", MISSING),
                     "error": record.get("error"),
                     "miou": finite_or_none(metrics.get("miou")),
+                    # test-time augmented (scales, flips), when the fidelity asks for it; how: evaluation_ms
+                    "miou_ms": finite_or_none(metrics.get("miou_ms")),
+                    "evaluation": (metrics.get("evaluation") or {}).get("miou"),
+                    "evaluation_ms": (metrics.get("evaluation") or {}).get("miou_ms"),
                     "pixel_accuracy": finite_or_none(metrics.get("pixel_accuracy")),
                     "val_loss": finite_or_none(metrics.get("val_loss")),
                     "flops": metrics.get("flops"),
@@ -455,6 +496,7 @@ def _summarise(chosen: pd.DataFrame, models: list[Model], run_dir: Path, fidelit
                 "proxy_objective": json_ready(r["objective"]),
                 # The promoted-fidelity metrics (mean over the seeds that trained), under their original names.
                 "full_miou": _mean(_finite([s["miou"] for s in ok])),
+                "full_miou_ms": _mean(_finite([s["miou_ms"] for s in ok if s["miou_ms"] is not None])),
                 "full_pixel_accuracy": _mean(_finite([s["pixel_accuracy"] for s in ok])),
                 "flops": json_ready(r["flops"]),
                 "params": json_ready(r["params"]),
@@ -463,7 +505,12 @@ def _summarise(chosen: pd.DataFrame, models: list[Model], run_dir: Path, fidelit
                 "path": str(promoted_dir(run_dir, r["spec_hash"]).relative_to(run_dir)),
             }
         )
-    summary = PromotionSummary(rows, fidelity=fidelity, comparison=_comparison(models, seed_rows, fidelity, seeds))
+    summary = PromotionSummary(
+        rows,
+        fidelity=fidelity,
+        comparison=_comparison(models, seed_rows, fidelity, seeds),
+        evaluation=_evaluation_labels(seed_rows),
+    )
     ok = [r for r in rows if r["status"] == OK and r["full_miou"] is not None]
     if len(ok) >= 2:
         proxy, full = [r["proxy_miou"] for r in ok], [r["full_miou"] for r in ok]
@@ -474,10 +521,19 @@ def _summarise(chosen: pd.DataFrame, models: list[Model], run_dir: Path, fidelit
         "models": len(ok),
         "kendall_tau": summary.kendall_tau,
         "spearman_rho": summary.spearman_rho,
+        "evaluation": summary.evaluation,
         "comparison": summary.comparison,
     }
     write_promoted(run_dir, rows, written, seed_rows)
     return summary
+
+
+def _evaluation_labels(seed_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the promoted mIoU and multi-scale mIoU were measured (the same for every training at one fidelity)."""
+    for row in seed_rows:
+        if row["evaluation"]:
+            return {"miou": row["evaluation"], "miou_ms": row["evaluation_ms"]}
+    return {}
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -623,11 +623,13 @@ def run_jobs(
     run_dir: Path,
     on_done: Callable[[Job, dict[str, Any], bool, Path | None], None],
     save_weights: bool = False,
+    settings: dict[str, Any] | None = None,
 ) -> None:
     """Train each of ``jobs`` as a trial of one Tune experiment, with the search's trainable and the
     config's resources and retries. ``on_done(job, last_result, error, checkpoint_dir)`` is called as
     each trial ends (``error``: Tune gave up on it; ``checkpoint_dir``: its last checkpoint, which holds
-    the weights with ``save_weights``), so a driver killed midway keeps every finished job."""
+    the weights with ``save_weights``), so a driver killed midway keeps every finished job. ``settings``:
+    more keys of every trial's config (`train_candidate` reads ``init``)."""
     from ray import tune
     from ray.tune import Callback
 
@@ -652,7 +654,7 @@ def run_jobs(
     candidates = [{"id": j.id, "spec": j.spec_json, "fidelity": j.fidelity, "seed": j.seed} for j in jobs]
     tuner = tune.Tuner(
         trainable,
-        param_space={"candidate": tune.grid_search(candidates), "save_weights": save_weights},
+        param_space={"candidate": tune.grid_search(candidates), "save_weights": save_weights, **(settings or {})},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=config.resources.max_concurrent,
             trial_dirname_creator=lambda trial: f"job-{trial.config['candidate']['id']}",

@@ -84,6 +84,7 @@ def train_candidate(
                 save_model(work_dir / "out" / MODEL_NAME, model)
 
         try:
+            init, init_reports = _initializer(config.get("init"))  # a file the worker cannot read fails the trial
             result = run_trial(
                 spec,
                 task_config,
@@ -93,6 +94,7 @@ def train_candidate(
                 report=report,
                 checkpoint_dir=work,
                 on_trained=keep_weights,
+                init=init,
             )
         except Exception as exc:  # recorded as failed with its reason; the search goes on
             message = f"{type(exc).__name__}: {first_line(exc)}"
@@ -109,6 +111,8 @@ def train_candidate(
             )
             return
         metrics = result.to_dict()
+        if init_reports:
+            metrics["init"] = init_reports[-1].to_dict()
         status = row_status(result.status)
         final = {
             **base,
@@ -121,6 +125,21 @@ def train_candidate(
         }
         out = work_dir / "out"
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(out) if save_weights and out.is_dir() else None)
+
+
+def _initializer(setting: dict[str, Any] | None):
+    """``run_trial``'s ``init`` for a trial config's ``init`` ({file, partial}; the driver has checked
+    that the weights fit) and the list its reports go to; (None, []) without one."""
+    if not setting:
+        return None, []
+    from nas.model.pretrained import load_into, read_weights
+
+    weights, strict, reports = read_weights(setting["file"]), not setting.get("partial"), []
+
+    def init(model: torch.nn.Module) -> None:
+        reports.append(load_into(model, weights, setting["file"], strict))
+
+    return init, reports
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:

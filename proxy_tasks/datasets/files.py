@@ -198,7 +198,8 @@ def cityscapes(root: str | Path, split: str) -> FileSegmentationDataset:
 
 
 def voc(root: str | Path, split: str) -> FileSegmentationDataset:
-    """``ImageSets/Segmentation/<split>.txt`` ids, ``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png``."""
+    """``ImageSets/Segmentation/<split>.txt`` ids, ``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png``
+    (or ``SegmentationClassAug/<id>.png``, where train_aug's masks are usually kept)."""
     root = Path(root)
     listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not listing.is_file():
@@ -213,7 +214,11 @@ def voc(root: str | Path, split: str) -> FileSegmentationDataset:
         if not image.is_file():
             raise DatasetError(f"{image}: missing image listed in {listing.name}")
         if not mask.is_file():
-            raise DatasetError(f"{mask}: missing mask for {image}")
+            # train_aug's SBD masks (single-channel, 255 = ignore) live beside VOC's own palette PNGs.
+            augmented = root / "SegmentationClassAug" / f"{image_id}.png"
+            if not augmented.is_file():
+                raise DatasetError(f"{mask}: missing mask for {image} (nor in SegmentationClassAug/)")
+            mask = augmented
         pairs.append((image, mask))
     return FileSegmentationDataset(pairs, VOC_CLASSES)
 
