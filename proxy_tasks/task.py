@@ -87,7 +87,8 @@ class Fidelity:
     width: float = 1.0  # multiplies every channel count of the network (SpineNet's proxy: 0.25)
     resample_alpha: float | None = None  # overrides the spec's (SpineNet's proxy: 0.25)
     steps: int = 1000
-    batch_size: int = 8
+    batch_size: int = 8  # the global batch of one optimizer step: workers x per-worker batch x accumulate
+    accumulate: int = 1  # micro-batches whose gradients add up to one step (the batch is split into this many)
     eval_every: int = 0  # evaluate (and report, checkpoint) every N steps; 0: at the end only
     train_images: int | None = None  # use the first N training images (None: all)
     val_images: int | None = None
@@ -100,7 +101,11 @@ class Fidelity:
         object.__setattr__(self, "resolution", _size("resolution", self.resolution, float))
         object.__setattr__(self, "crop", _size("crop", self.crop, int))
         _positive(self, *(name for name in ("resolution", "crop") if not self.from_data(name)))
-        _positive(self, "width", "steps", "batch_size")
+        _positive(self, "width", "steps", "batch_size", "accumulate")
+        if self.batch_size % self.accumulate:
+            raise ConfigError(
+                f"accumulate: batch_size {self.batch_size} does not split into {self.accumulate} micro-batches"
+            )
         if self.eval_every < 0:
             raise ConfigError(f"eval_every: must be >= 0, got {self.eval_every}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:

@@ -41,6 +41,7 @@ from proxy_tasks.task import load_task, scale_spec
 from search_spaces import ArchSpec, SpecError
 
 from .config import DEFAULT_BASELINES, MAX_SEED
+from .distributed import Workers, check_batch_split, connect_for_workers, train_data_parallel
 from .leaderboard import leaderboard, trials_frame
 from .objective import finite_or_none, pareto_front
 from .run_dir import (
@@ -55,7 +56,7 @@ from .run_dir import (
     write_promoted,
 )
 from .runner import SearchError, config_spec, connect_ray, make_trainable, tune_session_name
-from .status import MISSING, OK, tune_status
+from .status import FAILED, MISSING, OK, row_status, tune_status
 from .trainable import MODEL_NAME
 
 ALPHA = 0.05
@@ -198,10 +199,17 @@ def promote(
     address: str | None = None,
     seed: int = 0,
     seeds: int = 2,
+    workers: int = 1,
+    cpus_per_worker: int | None = None,
+    gpus_per_worker: int | None = None,
     log=print,
 ) -> PromotionSummary:
     """Everything is checked before the first write (arguments, the run's config and table, each
-    chosen spec and baseline at ``fidelity``, the Ray cluster); a refusal is one `SearchError` or `ConfigError`."""
+    chosen spec and baseline at ``fidelity``, the Ray cluster); a refusal is one `SearchError` or `ConfigError`.
+
+    With ``workers`` > 1 each training is data-parallel on Ray Train (`nas.search.distributed`), one
+    after the other, each worker with ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs (default:
+    the run's ``resources.cpus_per_trial``, and one GPU where its trials had a share of one)."""
     run_dir = Path(run_dir).resolve()
     if top < 1:
         raise SearchError(f"--top must be >= 1, got {top}")
@@ -214,6 +222,7 @@ def promote(
     config = saved_config(run_dir)
     task = load_task(config.task, config.data_root)
     fid = task.fidelity(fidelity)
+    group = _worker_group(config, task, fidelity, workers, cpus_per_worker, gpus_per_worker)
     chosen = select(trials_frame(run_dir), top, pareto, config.objective.cost)
     if chosen.empty:
         raise SearchError(f"{run_dir}: no successful trial to promote")
@@ -229,15 +238,22 @@ def promote(
     todo = [
         (m, s) for s in seed_list for m in models if not _done(promoted_seed_dir(run_dir, m.spec_hash, fidelity, s))
     ]
-    connected = bool(todo) and connect_ray(config, address, log)
+    if not todo:
+        connected = False
+    elif group is None:
+        connected = connect_ray(config, address, log)
+    else:
+        connected = connect_for_workers(group, address, log, config)
     try:
         runs = len(models) * len(seed_list)
         log(
             f"promoting {len(chosen)} candidates and {sum(m.role == 'baseline' for m in models)} baselines at "
             f"{fidelity} fidelity, seeds {seed_list} ({runs - len(todo)} of {runs} trainings already done)"
         )
-        if todo:
+        if todo and group is None:
             _train(todo, config, task, fidelity, run_dir, log)
+        elif todo:
+            _train_data_parallel(todo, config, task, fidelity, run_dir, group, log)
     finally:
         if connected:  # the Ray this call started (or joined); one it found running stays up
             import ray
@@ -246,6 +262,22 @@ def promote(
     for model in models:
         _publish(run_dir, model.spec_hash, fidelity, seed_list)
     return _summarise(chosen, models, run_dir, fidelity, seed_list)
+
+
+def _worker_group(config, task, fidelity: str, workers: int, cpus: int | None, gpus: int | None) -> Workers | None:
+    """The data-parallel workers of each training (checked against the fidelity's batch), or None to
+    train each in one process, as a Tune trial."""
+    if workers < 1:
+        raise SearchError(f"--workers must be >= 1, got {workers}")
+    if workers == 1:
+        return None
+    resources = config.resources
+    cpus = cpus if cpus is not None else max(1, math.floor(resources.cpus_per_trial))
+    # DDP over NCCL takes whole GPUs: a worker per GPU, where the search packed trials onto shares of one.
+    gpus = gpus if gpus is not None else int(resources.gpus_per_trial > 0)
+    group = Workers(workers, cpus, gpus)
+    check_batch_split(fidelity, task, group)
+    return group
 
 
 def _models(chosen: pd.DataFrame, baselines: Sequence[str]) -> list[Model]:
@@ -302,6 +334,30 @@ def _train(todo: list[tuple[Model, int]], config, task, fidelity: str, run_dir: 
         ),
     )
     tuner.fit()
+
+
+def _train_data_parallel(
+    todo: list[tuple[Model, int]], config, task, fidelity: str, run_dir: Path, group: Workers, log
+) -> None:
+    """Train each (model, seed) of ``todo`` in turn, data-parallel on Ray Train with ``group``; each
+    training's files are written as it ends, as `_train` does."""
+    storage = ray_storage(config, run_dir)
+    for model, seed in todo:
+        log(f"training {model.role} {model.name} ({model.spec_hash[:10]}) seed {seed} on {group.describe()}")
+        spec = ArchSpec.from_json(model.spec_json)
+        with train_data_parallel(spec, task, fidelity, seed, group, storage, retries=config.retries) as trained:
+            if trained.error is not None:
+                failed = {"final": True, "status": FAILED, "error": trained.error}
+                write_training(run_dir, model, fidelity, seed, failed, False, None, log)
+                continue
+            result = trained.result
+            reported = {
+                "final": True,
+                "status": row_status(result["status"]),
+                "error": result["error"] or "",
+                "result_json": json.dumps(result),
+            }
+            write_training(run_dir, model, fidelity, seed, reported, False, trained.folder, log)
 
 
 def _trial_writer(by_id: dict[str, Model], run_dir: Path, fidelity: str, log):
