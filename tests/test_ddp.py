@@ -28,10 +28,11 @@ from torch import nn
 import proxy_tasks.trial as trial
 from nas.cli import main
 from nas.common.config import ConfigError
+from nas.model.checkpoint import load_model
 from proxy_tasks.loader import ShardSampler, StreamSampler
 from proxy_tasks.parallel import BatchSplitError, micro_batch_size
 from proxy_tasks.task import load_task
-from search_spaces import get_spec
+from search_spaces import ArchSpec, get_spec
 
 HOOK = f"{__name__}.in_every_ray_worker"
 PAUSE_VAR = "NAS_TEST_PAUSE"  # STEP:MARKER_FILE: the first workers to reach STEP's checkpoint stop there
@@ -247,3 +248,50 @@ def test_a_node_lost_mid_training_resumes_from_the_last_checkpoint(tmp_path: Pat
     assert [h["step"] for h in metrics["history"]] == [10, 20]
     # The resumed run is the uninterrupted one: the same batches in the same order from step 11 on.
     np.testing.assert_allclose(curve(out), curve(tmp_path / "one"), rtol=RTOL)
+
+
+def test_promote_trains_each_model_data_parallel(tmp_path: Path, capsys) -> None:
+    from nas.search import Outcome, evaluate_in_process
+    from nas.search.config import load_search_config
+    from nas.search.runner import open_search, prepare_run_dir
+
+    # A run of one trial, its baseline, trained in this process.
+    write_task(tmp_path)
+    config = {
+        "name": "ddp",
+        "task": "tiny.yaml",
+        "fidelity": "b4",
+        "baselines": ["deeplabv3-resnet50"],
+        "strategy": {"name": "random"},
+        "budget": {"trials": 1},
+        "resources": {"cpus_per_trial": 1, "ray_cpus": 2},
+    }
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(config))
+    config = prepare_run_dir(load_search_config(tmp_path / "search.yaml"), tmp_path / "run", resume=False)
+    task = load_task(tmp_path / "tiny.yaml")
+    evaluate_in_process(
+        open_search(config, tmp_path / "run"),
+        lambda candidate: Outcome(trial.run_trial(candidate.spec, task, "b4", seed=0).to_dict()),
+    )
+    command = ["promote", str(tmp_path / "run"), "--top", "1", "--fidelity", "b4", "--seeds", "1"]
+
+    assert main([*command, "--workers", "3"]) == 2  # refused before Ray starts or anything is written
+    err = capsys.readouterr().err
+    assert err == "nas: error: --workers 3: fidelity 'b4': batch_size 4 does not split into 3 workers x 1 " + (
+        "accumulation steps (workers x per-worker batch x accumulate must equal batch_size)\n"
+    )
+    assert not (tmp_path / "run" / "promoted").exists() and not ray.is_initialized()
+
+    assert main([*command, "--workers", "2"]) == 0
+    err = capsys.readouterr().err
+    baseline = get_spec("deeplabv3-resnet50")
+    assert f"training baseline deeplabv3-resnet50 ({baseline.hash[:10]}) seed 0 on 2 workers of 1 CPU" in err
+    folder = tmp_path / "run" / "promoted" / baseline.hash
+    record = json.loads((folder / "metrics.json").read_text())
+    assert record["status"] == "ok" and record["role"] == "baseline" and record["seed"] == 0
+    assert record["full"]["steps"] == 20 and record["full"]["fidelity"] == "b4" and 0 <= record["full"]["miou"] <= 1
+    model, meta = load_model(folder / "model.pt")
+    assert (
+        model.spec == ArchSpec.from_json((folder / "spec.json").read_text()) and meta["miou"] == record["full"]["miou"]
+    )
+    assert not ray.is_initialized()  # the private Ray of the promotion is gone
