@@ -26,6 +26,10 @@ class CliError(UserError):
     """A user error: reported as one line, exit status 2."""
 
 
+class TrainingFailed(RuntimeError):
+    """A data-parallel training whose workers failed more often than Ray Train retries them."""
+
+
 class NasArgumentParser(argparse.ArgumentParser):
     """An argument parser whose errors are one line, ``nas: error: ...``, like every other user error.
 
@@ -38,6 +42,8 @@ class NasArgumentParser(argparse.ArgumentParser):
 
 
 # Bounds of numeric options: generous for any real use, small enough that nothing runs out of memory.
+MAX_WORKERS = 4096  # data-parallel workers of one training
+MAX_GPUS_PER_WORKER = 64
 MAX_IMAGE_SIDE = 4096  # twice a Cityscapes frame's 2048
 MAX_DPI = 1200
 MAX_MUTATION_STEPS = 10_000
@@ -64,6 +70,9 @@ positive_int = int_in(1)
 image_side = int_in(1, MAX_IMAGE_SIDE)
 seed_int = int_in(0, MAX_SEED)
 promote_seeds = int_in(1, MAX_PROMOTE_SEEDS)
+worker_count = int_in(1, MAX_WORKERS)
+gpus_per_worker = int_in(0, MAX_GPUS_PER_WORKER)
+RAY_TRAIN_DIR = "ray-train"  # in `nas train --out`: Ray Train's storage while a data-parallel training runs
 
 
 def strategy_name(text: str) -> str:
@@ -232,9 +241,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     import math
 
     from proxy_tasks.task import build_datasets, load_task, scale_spec
-    from proxy_tasks.trial import CHECKPOINT_NAME, run_trial
-
-    from .model.checkpoint import save_model
+    from proxy_tasks.trial import CHECKPOINT_NAME
 
     spec = resolve_spec(args.arch, stdin=True)
     task = load_task(args.task, args.data_root)
@@ -243,6 +250,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if task.dataset.kind != "synthetic":
         build_datasets(task, fidelity)  # and on missing files: indexing a dataset folder reads no image
     init = _initial_weights(args, task, scaled)  # and on an --init file that does not fit
+    workers = _train_workers(args, task)  # None: in this process
     device = _device(args.device)
     import torch
 
@@ -252,34 +260,86 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise CliError(f"{out} holds a finished run; choose another --out")
     if (out / CHECKPOINT_NAME).exists() and not args.resume:
         raise CliError(f"{out} holds an unfinished run; pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "spec.json").write_text(spec.to_json())
+    connected = False
+    if workers is not None:
+        from nas.search.distributed import connect_for_workers
+        from nas.search.runner import stderr_log
 
-    log = logging.getLogger(f"nas.train.{out}")
-    log.setLevel(logging.INFO)
-    handler = logging.FileHandler(out / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    log.addHandler(handler)
-    log.info(
-        "train %s (%s) on %s at %s fidelity (crop %s, resolution %.4g), %d steps, seed %d, device %s, %d threads",
-        spec.name,
-        spec.hash,
-        task.name,
-        args.fidelity,
-        fidelity.crop if isinstance(fidelity.crop, int) else "x".join(map(str, fidelity.crop)),
-        fidelity.resolution,
-        fidelity.steps,
-        args.seed,
-        device,
-        args.threads,
-    )
+        connected = connect_for_workers(workers, args.address, stderr_log)  # refuses workers that cannot fit
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "spec.json").write_text(spec.to_json())
+        log = logging.getLogger(f"nas.train.{out}")
+        log.setLevel(logging.INFO)
+        handler = logging.FileHandler(out / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(handler)
+        where = f"device {device}, {args.threads} threads" if workers is None else f"{workers.describe()} on Ray Train"
+        log.info(
+            "train %s (%s) on %s at %s fidelity (crop %s, resolution %.4g), %d steps, seed %d, %s",
+            spec.name,
+            spec.hash,
+            task.name,
+            args.fidelity,
+            fidelity.crop if isinstance(fidelity.crop, int) else "x".join(map(str, fidelity.crop)),
+            fidelity.resolution,
+            fidelity.steps,
+            args.seed,
+            where,
+        )
+        if init is not None:
+            for line in init.report.problems:  # what a partial initialisation leaves as initialised
+                log.info("init: skipped %s", line)
+                print(f"init: skipped {line}", file=sys.stderr)
+            log.info("init: %s", init.report.summary())
+        if workers is None:
+            result = _train_here(args, spec, task, device, out, log, init)
+        else:  # Ray Train's controller appends the evaluations to train.log (both append whole lines)
+            result = _train_on_ray(args, spec, task, workers, out, init)
+    finally:
+        if connected:
+            import ray
+
+            ray.shutdown()
+    metrics = result.to_dict()
     if init is not None:
-        for line in init.report.problems:  # what a partial initialisation leaves as initialised
-            log.info("init: skipped %s", line)
-            print(f"init: skipped {line}", file=sys.stderr)
-        log.info("init: %s", init.report.summary())
+        metrics["init"] = init.report.to_dict()
+    write_json(out / "metrics.json", metrics)
+    (out / CHECKPOINT_NAME).unlink(missing_ok=True)  # finished: the resume state is no longer needed
+    log.info("done: status %s, mIoU %.4f, %.1f s training", result.status, result.miou, result.train_seconds)
+    handler.close()
+    log.removeHandler(handler)
+    miou = "nan" if math.isnan(result.miou) else f"{result.miou:.4f}"
+    augmented = "" if math.isnan(result.miou_ms) else f", multi-scale mIoU {result.miou_ms:.4f} (miou_ms)"
+    print(
+        f"{result.status}: mIoU {miou}{augmented}, pixel accuracy {result.pixel_accuracy:.4f}, "
+        f"{result.train_seconds:.1f} s training, {result.images_per_second:.1f} images/s -> {out}"
+    )
 
+
+def _train_workers(args: argparse.Namespace, task):
+    """The data-parallel workers `nas train` asks for (checked against the fidelity's batch), or None to
+    train in this process: ``--workers 1`` without ``--address``."""
+    if args.workers == 1 and args.address is None:
+        return None
+    from nas.search.distributed import Workers, check_batch_split
+
+    device = _device(args.device)
+    if device.type == "cuda" and device.index is not None:
+        raise CliError(f"--device {args.device}: with --workers, Ray Train gives each worker its GPUs")
+    gpus = args.gpus_per_worker if args.gpus_per_worker is not None else int(device.type == "cuda")
+    workers = Workers(args.workers, args.cpus_per_worker, gpus)
+    check_batch_split(args.fidelity, task, workers)
+    return workers
+
+
+def _train_here(args: argparse.Namespace, spec: ArchSpec, task, device, out: Path, log, init: _Init | None):
+    """`nas train` in this process, with a progress bar; writes ``checkpoint.pt``; returns the `TrialResult`."""
     from tqdm import tqdm
+
+    from proxy_tasks.trial import run_trial
+
+    from .model.checkpoint import save_model
 
     bar = tqdm(
         total=task.fidelity(args.fidelity).steps,
@@ -312,9 +372,6 @@ def cmd_train(args: argparse.Namespace) -> None:
         init=init.apply if init is not None else None,
     )
     bar.close()
-    metrics = result.to_dict()
-    if init is not None:
-        metrics["init"] = init.report.to_dict()
     save_model(
         out / "checkpoint.pt",
         trained["model"],
@@ -324,15 +381,41 @@ def cmd_train(args: argparse.Namespace) -> None:
         source_spec=spec.to_json(indent=None),
         miou=result.miou,
     )
-    write_json(out / "metrics.json", metrics)
-    (out / CHECKPOINT_NAME).unlink(missing_ok=True)  # finished: the resume state is no longer needed
-    log.info("done: status %s, mIoU %.4f, %.1f s training", result.status, result.miou, result.train_seconds)
-    miou = "nan" if math.isnan(result.miou) else f"{result.miou:.4f}"
-    augmented = "" if math.isnan(result.miou_ms) else f", multi-scale mIoU {result.miou_ms:.4f} (miou_ms)"
-    print(
-        f"{result.status}: mIoU {miou}{augmented}, pixel accuracy {result.pixel_accuracy:.4f}, "
-        f"{result.train_seconds:.1f} s training, {result.images_per_second:.1f} images/s -> {out}"
+    return result
+
+
+def _train_on_ray(args: argparse.Namespace, spec: ArchSpec, task, workers, out: Path, init: _Init | None):
+    """`nas train --workers N` on Ray Train (see `nas.search.distributed`); writes ``checkpoint.pt`` and
+    returns the chief worker's `TrialResult`. Ray Train's own files, under ``--out``, go once it has finished."""
+    import shutil
+
+    from nas.common.atomic import atomic_path
+    from nas.search.distributed import train_data_parallel
+    from nas.search.trainable import MODEL_NAME
+    from proxy_tasks.trial import CHECKPOINT_NAME, TrialResult
+
+    storage = out.resolve() / RAY_TRAIN_DIR
+    metadata = {"task": task.name, "fidelity": args.fidelity, "source_spec": spec.to_json(indent=None)}
+    training = train_data_parallel(
+        spec,
+        task,
+        args.fidelity,
+        args.seed,
+        workers,
+        str(storage),
+        state_file=out.resolve() / CHECKPOINT_NAME,
+        log_file=out.resolve() / "train.log",
+        weights_metadata=metadata,
+        init=None if init is None else {"file": str(Path(init.source).resolve()), "partial": not init.strict},
     )
+    with training as trained:
+        if trained.error is not None:
+            raise TrainingFailed(f"training failed on Ray Train: {trained.error}")
+        with atomic_path(out / "checkpoint.pt") as tmp:
+            shutil.copy(trained.folder / MODEL_NAME, tmp)
+        result = TrialResult(**trained.result)  # as the chief returned it, through Ray
+    shutil.rmtree(storage, ignore_errors=True)
+    return result
 
 
 class _Init:
@@ -578,6 +661,9 @@ def cmd_promote(args: argparse.Namespace) -> None:
         seeds=args.seeds,
         init=args.init,
         init_partial=args.init_partial,
+        workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
         log=stderr_log,
     )
     print(summary.to_text())
@@ -627,6 +713,23 @@ def _add_init_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="load the --init tensors that fit and report the others, one line each",
     )
+
+
+def _add_worker_options(p: argparse.ArgumentParser, cpus_default: Any, gpus_default: str) -> None:
+    p.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        help="data-parallel workers of each training, on Ray Train (default 1: one process; the fidelity's "
+        "batch_size is global: workers x per-worker batch x accumulate)",
+    )
+    p.add_argument(
+        "--cpus-per-worker",
+        type=positive_int,
+        default=cpus_default if isinstance(cpus_default, int) else None,
+        help=f"CPUs (compute threads) of each worker (default: {cpus_default})",
+    )
+    p.add_argument("--gpus-per-worker", type=gpus_per_worker, help=f"GPUs of each worker (default: {gpus_default})")
 
 
 def _add_export_parser(sub: Any) -> None:
@@ -707,6 +810,11 @@ def make_parser() -> argparse.ArgumentParser:
         help="torch compute threads (default: the cores this process may run on, %(default)s here; "
         "give fewer when other work shares the machine)",
     )
+    _add_worker_options(p, cpus_default=1, gpus_default="1 with a CUDA --device, else 0")
+    p.add_argument(
+        "--address",
+        help="train on this Ray cluster (default: $RAY_ADDRESS, else a private local Ray; implies Ray Train)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a task's validation set")
@@ -758,6 +866,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=promote_seeds, default=2, help="how many seeds (--seed, --seed + 1, ...)")
     _add_init_options(p)
     p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else a private local Ray)")
+    _add_worker_options(
+        p, cpus_default="the run's resources.cpus_per_trial", gpus_default="1 if resources.gpus_per_trial > 0, else 0"
+    )
     p.set_defaults(func=cmd_promote)
 
     _add_export_parser(sub)

@@ -123,6 +123,29 @@ class StreamSampler(Sampler):
         return 2**62
 
 
+class ShardSampler(Sampler):
+    """Worker ``rank``'s share of a `StreamSampler`: the stream cut into runs of ``world_size x
+    micro_batch`` positions, of which it takes the ``rank``-th ``micro_batch``. Batched by
+    ``micro_batch``, the workers' k-th batches together are the k-th run: the one-worker stream.
+
+    ``start`` is a position where such a run begins (a step's first sample)."""
+
+    def __init__(self, stream: StreamSampler, rank: int, world_size: int, micro_batch: int) -> None:
+        self.stream = stream
+        self.rank = rank
+        self.world_size = world_size
+        self.micro_batch = micro_batch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        run = self.world_size * self.micro_batch
+        for index, position in self.stream:
+            if (position - self.stream.start) % run // self.micro_batch == self.rank:
+                yield index, position
+
+    def __len__(self) -> int:
+        return 2**62
+
+
 def default_workers(device: torch.device) -> int:
     """Loader processes: on CUDA one per spare core (at most 4); on CPU only cores that torch's own
     compute threads leave free, since a worker competing with them slows training (measured:
@@ -132,13 +155,25 @@ def default_workers(device: torch.device) -> int:
     return max(0, min(4, spare))
 
 
-def train_loader(data, task: TaskConfig, fidelity: Fidelity, seed: int, start_sample: int, device: torch.device):
+def train_loader(
+    data,
+    task: TaskConfig,
+    fidelity: Fidelity,
+    seed: int,
+    start_sample: int,
+    device: torch.device,
+    shard: tuple[int, int] = (0, 1),
+):
+    """Micro-batches of ``batch_size / (world_size x accumulate)`` from ``start_sample`` on: all of
+    them in one process, worker ``rank``'s share with ``shard=(rank, world_size)``."""
+    rank, world_size = shard
+    micro_batch = fidelity.batch_size // (world_size * fidelity.accumulate)
     dataset = TrainSet(data, fidelity, task.augment, seed, task.ignore_index)
-    sampler = StreamSampler(len(data), seed, start_sample)
+    sampler = ShardSampler(StreamSampler(len(data), seed, start_sample), rank, world_size, micro_batch)
     workers = default_workers(device) if task.workers is None else task.workers
     return DataLoader(
         dataset,
-        batch_size=fidelity.batch_size,
+        batch_size=micro_batch,
         sampler=sampler,
         num_workers=workers,
         pin_memory=device.type == "cuda",

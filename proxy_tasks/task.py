@@ -97,7 +97,8 @@ class Fidelity:
     epochs: float | None = None
     warmup_steps: int | None = None  # overrides optimizer.warmup_steps
     warmup_epochs: float | None = None
-    batch_size: int = 8
+    batch_size: int = 8  # the global batch of one optimizer step: workers x per-worker batch x accumulate
+    accumulate: int = 1  # micro-batches whose gradients add up to one step (the batch is split into this many)
     eval_every: int = 0  # evaluate (and report, checkpoint) every N steps; 0: at the end only
     # Evaluation runs on whole validation images at the fidelity's resolution; ``eval_window``
     # ([height, width] or a side) evaluates larger images in overlapping windows instead (their
@@ -124,7 +125,11 @@ class Fidelity:
         object.__setattr__(self, "eval_window", _window(self.eval_window))
         _positive(self, *(n for n in ("resolution", "crop") if isinstance(getattr(self, n), (int, float))))
         self._check_schedule()
-        _positive(self, "width", "batch_size", *(("steps",) if self.steps is not None else ()))
+        _positive(self, "width", "batch_size", "accumulate", *(("steps",) if self.steps is not None else ()))
+        if self.batch_size % self.accumulate:
+            raise ConfigError(
+                f"accumulate: batch_size {self.batch_size} does not split into {self.accumulate} micro-batches"
+            )
         if self.eval_every < 0:
             raise ConfigError(f"eval_every: must be >= 0, got {self.eval_every}")
         self._check_evaluation()

@@ -14,6 +14,7 @@ from a checkpoint found there, continuing with exactly the batches the run would
 
 from __future__ import annotations
 
+import contextlib
 import math
 import resource
 import time
@@ -36,6 +37,7 @@ from search_spaces import ArchSpec
 from .inference import augmented_probabilities, describe, window_logits
 from .loader import eval_loader, train_loader
 from .metrics import ConfusionMatrix
+from .parallel import SINGLE_PROCESS, DataParallel, micro_batch_size, no_sync
 from .task import Fidelity, TaskConfig, build_datasets, scale_spec
 from .zero_cost import SCORES as ZERO_COST_SCORES
 from .zero_cost import first_batch
@@ -97,10 +99,12 @@ def run_trial(
     progress: Callable[[int, int, float], None] | None = None,
     on_trained: Callable[[torch.nn.Module], None] | None = None,
     init: Callable[[torch.nn.Module], None] | None = None,
+    parallel: DataParallel = SINGLE_PROCESS,
 ) -> TrialResult:
     """Train ``spec`` on ``task`` at ``fidelity`` and evaluate it (see the module docstring);
-    ``init`` sets the freshly built network's initial weights (e.g. pretrained ones)."""
-    run = _set_up(spec, task, task.fidelity(fidelity), seed, torch.device(device), init)
+    ``init`` sets the freshly built network's initial weights (e.g. pretrained ones); with
+    ``parallel``, as one worker of a data-parallel training (see `proxy_tasks.parallel`)."""
+    run = _set_up(spec, task, task.fidelity(fidelity), seed, torch.device(device), init, parallel)
     result = TrialResult(
         spec_hash=spec.hash,
         fidelity=fidelity,
@@ -130,7 +134,8 @@ def run_trial(
         if run.device.type == "cuda":
             torch.cuda.empty_cache()
         return result
-    _measure_cost(run, result)
+    if parallel.chief:
+        _measure_cost(run, result)
     return result
 
 
@@ -145,7 +150,9 @@ class _Run:
     train_data: Any
     val_data: Any
     model: torch.nn.Module
-    forward: Callable[[torch.Tensor], torch.Tensor]  # the model, compiled when the task asks for it
+    parallel: DataParallel
+    trained: torch.nn.Module  # the model as the training loop calls it (data-parallel: wrapped)
+    forward: Callable[[torch.Tensor], torch.Tensor]  # ``trained``, compiled when the task asks for it
     memory_format: torch.memory_format
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -176,14 +183,16 @@ def _set_up(
     seed: int,
     device: torch.device,
     init: Callable[[torch.nn.Module], None] | None = None,
+    parallel: DataParallel = SINGLE_PROCESS,
 ) -> _Run:
     """Seed, then build in a fixed order (the seed decides the data order and the initial weights)."""
+    micro_batch_size(fid, parallel.world_size)  # refuse a batch that does not split before building anything
     torch.manual_seed(seed)
     train_data, val_data = build_datasets(task, fid)
     model = build_model(scale_spec(spec, fid), train_data.num_classes)
     if init is not None:
         init(model)
-    model = model.to(device)
+    model = parallel.prepare(model.to(device))
     channels_last = task.channels_last if task.channels_last is not None else device.type == "cuda"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
@@ -192,6 +201,7 @@ def _set_up(
     lr_lambda = poly_schedule(fid.steps, task.optimizer.poly_power, warmup)
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(task.precision)
     use_autocast = autocast_dtype is not None and device.type == "cuda"
+    trained = parallel.wrap(model)
     return _Run(
         task=task,
         fid=fid,
@@ -200,7 +210,9 @@ def _set_up(
         train_data=train_data,
         val_data=val_data,
         model=model,
-        forward=torch.compile(model) if task.compile else model,
+        parallel=parallel,
+        trained=trained,
+        forward=torch.compile(trained) if task.compile else trained,
         memory_format=memory_format,
         optimizer=optimizer,
         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda),
@@ -258,7 +270,9 @@ def _train(
 ) -> None:
     """The training loop, from ``counters.step`` on: step, log the loss, evaluate and checkpoint, stop early."""
     fid = run.fid
-    loader = iter(train_loader(run.train_data, run.task, fid, run.seed, counters.step * fid.batch_size, run.device))
+    shard = (run.parallel.rank, run.parallel.world_size)
+    start = counters.step * fid.batch_size
+    loader = iter(train_loader(run.train_data, run.task, fid, run.seed, start, run.device, shard))
     log_every = max(1, fid.steps // 50)
     run.model.train()
     try:
@@ -281,9 +295,13 @@ def _train(
                     result.status = "pruned"
                     break
     except torch.cuda.OutOfMemoryError as exc:
+        if run.parallel.world_size > 1:
+            raise  # the other workers wait in a collective: only ending this one's process frees them
         result.status, result.error = "oom", f"out of memory at step {counters.step + 1}: {first_line(exc)}"
     except RuntimeError as exc:
         if "out of memory" not in str(exc) and "can't allocate memory" not in str(exc):
+            raise
+        if run.parallel.world_size > 1:
             raise
         result.status, result.error = "oom", f"out of memory at step {counters.step + 1}: {first_line(exc)}"
     finally:
@@ -291,26 +309,49 @@ def _train(
 
 
 def _train_step(run: _Run, counters: _Counters, result: TrialResult, loader) -> float:
-    """One optimizer step on the next batch; returns its loss and adds its time to the counters."""
+    """One optimizer step on the next global batch (this worker's ``accumulate`` micro-batches of it);
+    returns the batch's loss and adds the step's time to the counters.
+
+    The loss is the batch's mean cross-entropy over its labelled pixels, however the batch is split:
+    each micro-batch's sum, divided by the labelled pixels of the whole batch (over all workers), times
+    the number of workers, whose gradients the data-parallel backward averages."""
     tick = time.perf_counter()
-    images, masks = next(loader)
-    images = images.to(run.device, non_blocking=True, memory_format=run.memory_format)
-    masks = masks.to(run.device, non_blocking=True)
+    batches = [_to_device(run, *next(loader)) for _ in range(run.fid.accumulate)]
     fetched = time.perf_counter()
-    with torch.autocast(run.device.type, dtype=run.autocast_dtype or torch.float32, enabled=run.use_autocast):
-        loss = F.cross_entropy(run.forward(images), masks, ignore_index=run.task.ignore_index)
+    parallel = run.parallel
+    labelled = sum((masks != run.task.ignore_index).sum() for _, masks in batches)
+    labelled = parallel.all_reduce(labelled.to(torch.float64)).float()
     run.optimizer.zero_grad(set_to_none=True)
-    run.scaler.scale(loss).backward()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
+    for k, (images, masks) in enumerate(batches):
+        synchronise = k == len(batches) - 1  # the gradients are averaged over the workers once, after the last
+        loss_sum += _backward(run, images, masks, labelled, synchronise)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()
     if run.ema is not None:
         run.ema.update_parameters(run.model)
     counters.step += 1
-    loss_value = float(loss.detach())  # also synchronises, so the timing below is real
+    loss_value = float(parallel.all_reduce(loss_sum) / labelled)  # also synchronises, so the timing below is real
     result.train_seconds += time.perf_counter() - tick
     counters.data_wait += fetched - tick
     return loss_value
+
+
+def _backward(
+    run: _Run, images: torch.Tensor, masks: torch.Tensor, labelled: torch.Tensor, synchronise: bool
+) -> torch.Tensor:
+    """Forward and backward of one micro-batch (see `_train_step`); returns its summed loss."""
+    with contextlib.nullcontext() if synchronise else no_sync(run.trained):
+        with torch.autocast(run.device.type, dtype=run.autocast_dtype or torch.float32, enabled=run.use_autocast):
+            loss = F.cross_entropy(run.forward(images), masks, ignore_index=run.task.ignore_index, reduction="sum")
+        run.scaler.scale(loss * run.parallel.world_size / labelled).backward()
+    return loss.detach().double()
+
+
+def _to_device(run: _Run, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    images = images.to(run.device, non_blocking=True, memory_format=run.memory_format)
+    return images, masks.to(run.device, non_blocking=True)
 
 
 def _evaluate_and_checkpoint(
@@ -321,9 +362,15 @@ def _evaluate_and_checkpoint(
     state_file: Path | None,
     report: Report | None,
 ) -> bool | None:
-    """Evaluate, record the metrics, checkpoint, then report; returns what ``report`` said (True: stop)."""
+    """Evaluate, record the metrics, checkpoint, then report; returns what ``report`` said (True: stop).
+    Of data-parallel workers, the chief evaluates and checkpoints; the others only report, and their
+    reports wait for the chief's (Ray Train's report is a barrier)."""
+    if not run.parallel.chief:
+        return report({"step": counters.step, "loss": loss_value}) if report else None
     tock = time.perf_counter()
-    forward = run.forward if run.ema is None else None  # the compiled model, when it is the one evaluated
+    # The compiled model, when it is the one evaluated; not a data-parallel wrapper, whose forward
+    # synchronises buffers with the other workers, which do not evaluate.
+    forward = run.forward if run.ema is None and run.trained is run.model else None
     summary = evaluate(run.evaluated, run.val_data, run.task, run.fid, run.device, run.memory_format, forward)
     result.eval_seconds += time.perf_counter() - tock
     result.miou, result.pixel_accuracy = summary["miou"], summary["pixel_accuracy"]

@@ -24,6 +24,7 @@ CLUSTER_YAML = LAUNCH / "cluster" / "ray-cluster.yaml"
 SBATCH = LAUNCH / "slurm" / "search.sbatch"
 RAYCLUSTER = LAUNCH / "kuberay" / "raycluster.yaml"
 RAYJOB = LAUNCH / "kuberay" / "rayjob.yaml"
+RAYJOB_PROMOTE = LAUNCH / "kuberay" / "rayjob-promote.yaml"
 README = LAUNCH / "README.md"
 
 
@@ -281,7 +282,7 @@ def test_sbatch_runs_head_workers_search_and_stops_ray(fake_slurm: dict[str, Any
     if run_dir_state == "holds-a-search":
         (fake_slurm["run_dir"] / "config.yaml").write_text("name: earlier\n")
     resume = run_dir_state == "holds-a-search"
-    result, lines = _run_sbatch(fake_slurm, PROMOTE_TOP="2")
+    result, lines = _run_sbatch(fake_slurm, PROMOTE_TOP="2", PROMOTE_WORKERS="8")
     assert result.returncode == 0, result.stdout + result.stderr
     head = _index(lines, "ray start --head")
     assert lines[head] == "ray start --head --node-ip-address=10.0.0.1 --port=6379 --num-cpus=8 --num-gpus=4 --block"
@@ -303,7 +304,8 @@ def test_sbatch_runs_head_workers_search_and_stops_ray(fake_slurm: dict[str, Any
     assert lines[search] == expected + " --strategy tpe --trials 7"
     assert worker < search
     promote = _index(lines, "nas promote")
-    assert lines[promote] == f"nas promote {fake_slurm['run_dir']} --top 2 --fidelity full --address 10.0.0.1:6379"
+    promoted = f"nas promote {fake_slurm['run_dir']} --top 2 --fidelity full --address 10.0.0.1:6379 --workers 8"
+    assert lines[promote] == promoted
     assert lines.count("ray-terminated") == 2, "both `ray start --block` steps are stopped"
     assert _index(lines, "ray stop") > promote
     token = _index(lines, "ray get-auth-token --generate")
@@ -561,6 +563,36 @@ def test_rayjob_entrypoint_survives_both_shells_and_resumes_only_an_existing_run
     assert calls == [expected + (" --resume" if earlier_run else "")]
 
 
+def test_rayjob_promote_trains_data_parallel_on_workers_its_cluster_holds(rayjob: dict) -> None:
+    from nas.cli import make_parser
+
+    job = _one(RAYJOB_PROMOTE, "RayJob")
+    _jsonschema().validate(job, RAYJOB_SCHEMA)
+    spec = job["spec"]
+    shell, flag, script = shlex.split(spec["entrypoint"])
+    assert (shell, flag) == ("sh", "-c")
+    exec_, nas, *words = shlex.split(script)
+    args = make_parser().parse_args(words)  # every option is one `nas promote` takes
+    assert (exec_, nas, args.command) == ("exec", "nas", "promote")
+    assert args.workers > 1 and args.gpus_per_worker == 1
+    search_run = re.search(r"run=(\S+);", rayjob["spec"]["entrypoint"]).group(1)
+    assert args.run_dir == search_run, "it promotes the run of rayjob.yaml"
+    cluster = spec["rayClusterSpec"]
+    [group] = cluster["workerGroupSpecs"]
+    pod = group["template"]["spec"]
+    gpus = int(pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]) * group["maxReplicas"]
+    assert gpus >= args.workers * args.gpus_per_worker, "Ray Train would wait for GPUs the cluster cannot have"
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert cluster["rayVersion"] == rayjob["spec"]["rayClusterSpec"]["rayVersion"]
+    for group_spec in [cluster["headGroupSpec"], group]:
+        pod = group_spec["template"]["spec"]
+        claims = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v
+        }
+        mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+        assert claims[mounts["/runs"]] in _pvc_names(RAYJOB), "the search's volume, where its run directory is"
+
+
 def test_ray_versions_agree_across_templates(cluster: dict, raycluster: dict) -> None:
     pins = re.findall(r"ray\[[^\]]*\]==([\w.]+)", "\n".join(cluster["setup_commands"]))
     assert pins == [raycluster["spec"]["rayVersion"]]
@@ -587,5 +619,8 @@ def test_readme_links_resolve_and_topics_are_covered() -> None:
         "ray up",
         "sbatch",
         "kubectl apply",
+        "--workers",
+        "PROMOTE_WORKERS",
+        "rayjob-promote.yaml",
     ]:
         assert needed in text, needed

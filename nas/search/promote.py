@@ -41,6 +41,7 @@ from proxy_tasks.task import load_task, scale_spec
 from search_spaces import ArchSpec, SpecError
 
 from .config import DEFAULT_BASELINES, MAX_SEED
+from .distributed import Workers, check_batch_split, connect_for_workers, train_data_parallel
 from .leaderboard import leaderboard, trials_frame
 from .objective import finite_or_none, pareto_front
 from .run_dir import (
@@ -49,12 +50,13 @@ from .run_dir import (
     PROMOTED_SPEC,
     promoted_dir,
     promoted_seed_dir,
+    ray_storage,
     saved_config,
     write_json,
     write_promoted,
 )
 from .runner import Job, SearchError, config_spec, connect_ray, run_jobs
-from .status import MISSING, OK, tune_status
+from .status import FAILED, MISSING, OK, row_status, tune_status
 from .trainable import MODEL_NAME
 
 ALPHA = 0.05
@@ -208,13 +210,20 @@ def promote(
     seeds: int = 2,
     init: str | Path | None = None,
     init_partial: bool = False,
+    workers: int = 1,
+    cpus_per_worker: int | None = None,
+    gpus_per_worker: int | None = None,
     log=print,
 ) -> PromotionSummary:
     """Everything is checked before the first write (arguments, the run's config and table, each
     chosen spec and baseline at ``fidelity``, the ``init`` weights against each, the Ray cluster); a
     refusal is one `SearchError`, `ConfigError` or `InitError`. ``init``: every training starts from
     these weights (see `nas.model.pretrained`; ``init_partial`` loads the tensors that fit). Each
-    worker reads the file, so on a cluster it must be on storage they share."""
+    worker reads the file, so on a cluster it must be on storage they share.
+
+    With ``workers`` > 1 each training is data-parallel on Ray Train (`nas.search.distributed`), one
+    after the other, each worker with ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs (default:
+    the run's ``resources.cpus_per_trial``, and one GPU where its trials had a share of one)."""
     run_dir = Path(run_dir).resolve()
     if top < 1:
         raise SearchError(f"--top must be >= 1, got {top}")
@@ -227,6 +236,7 @@ def promote(
     config = saved_config(run_dir)
     task = load_task(config.task, config.data_root)
     fid = task.fidelity(fidelity)
+    group = _worker_group(config, task, fidelity, workers, cpus_per_worker, gpus_per_worker)
     chosen = select(trials_frame(run_dir), top, pareto, config.objective.cost)
     if chosen.empty:
         raise SearchError(f"{run_dir}: no successful trial to promote")
@@ -244,15 +254,22 @@ def promote(
     todo = [
         (m, s) for s in seed_list for m in models if not _done(promoted_seed_dir(run_dir, m.spec_hash, fidelity, s))
     ]
-    connected = bool(todo) and connect_ray(config, address, log)
+    if not todo:
+        connected = False
+    elif group is None:
+        connected = connect_ray(config, address, log)
+    else:
+        connected = connect_for_workers(group, address, log, config)
     try:
         runs = len(models) * len(seed_list)
         log(
             f"promoting {len(chosen)} candidates and {sum(m.role == 'baseline' for m in models)} baselines at "
             f"{fidelity} fidelity, seeds {seed_list} ({runs - len(todo)} of {runs} trainings already done)"
         )
-        if todo:
+        if todo and group is None:
             _train(todo, config, task, fidelity, run_dir, log, init_config)
+        elif todo:
+            _train_data_parallel(todo, config, task, fidelity, run_dir, group, log, init_config)
     finally:
         if connected:  # the Ray this call started (or joined); one it found running stays up
             import ray
@@ -280,6 +297,22 @@ def _check_init(init, partial: bool, task, models: list[tuple[Model, ArchSpec]],
         for problem in report.problems:
             log(f"init: {model.name}: skipped {problem}")
     return {"file": str(path), "partial": partial}
+
+
+def _worker_group(config, task, fidelity: str, workers: int, cpus: int | None, gpus: int | None) -> Workers | None:
+    """The data-parallel workers of each training (checked against the fidelity's batch), or None to
+    train each in one process, as a Tune trial."""
+    if workers < 1:
+        raise SearchError(f"--workers must be >= 1, got {workers}")
+    if workers == 1:
+        return None
+    resources = config.resources
+    cpus = cpus if cpus is not None else max(1, math.floor(resources.cpus_per_trial))
+    # DDP over NCCL takes whole GPUs: a worker per GPU, where the search packed trials onto shares of one.
+    gpus = gpus if gpus is not None else int(resources.gpus_per_trial > 0)
+    group = Workers(workers, cpus, gpus)
+    check_batch_split(fidelity, task, group)
+    return group
 
 
 def _models(chosen: pd.DataFrame, baselines: Sequence[str]) -> list[Model]:
@@ -322,6 +355,39 @@ def _train(
         write_training(run_dir, by_id[job.id], fidelity, job.seed, result, error, saved, log)
 
     run_jobs(jobs, config, task.to_dict(), run_dir, write, save_weights=True, settings={"init": init})
+
+
+def _train_data_parallel(
+    todo: list[tuple[Model, int]],
+    config,
+    task,
+    fidelity: str,
+    run_dir: Path,
+    group: Workers,
+    log,
+    init: dict[str, Any] | None = None,
+) -> None:
+    """Train each (model, seed) of ``todo`` in turn, data-parallel on Ray Train with ``group``; each
+    training's files are written as it ends, as `_train` does."""
+    storage = ray_storage(config, run_dir)
+    for model, seed in todo:
+        log(f"training {model.role} {model.name} ({model.spec_hash[:10]}) seed {seed} on {group.describe()}")
+        spec = ArchSpec.from_json(model.spec_json)
+        with train_data_parallel(
+            spec, task, fidelity, seed, group, storage, retries=config.retries, init=init
+        ) as trained:
+            if trained.error is not None:
+                failed = {"final": True, "status": FAILED, "error": trained.error}
+                write_training(run_dir, model, fidelity, seed, failed, False, None, log)
+                continue
+            result = trained.result
+            reported = {
+                "final": True,
+                "status": row_status(result["status"]),
+                "error": result["error"] or "",
+                "result_json": json.dumps(result),
+            }
+            write_training(run_dir, model, fidelity, seed, reported, False, trained.folder, log)
 
 
 def write_training(

@@ -84,7 +84,7 @@ def train_candidate(
                 save_model(work_dir / "out" / MODEL_NAME, model)
 
         try:
-            init, init_reports = _initializer(config.get("init"))  # a file the worker cannot read fails the trial
+            init, init_reports = initializer(config.get("init"))  # a file the worker cannot read fails the trial
             result = run_trial(
                 spec,
                 task_config,
@@ -127,7 +127,7 @@ def train_candidate(
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(out) if save_weights and out.is_dir() else None)
 
 
-def _initializer(setting: dict[str, Any] | None):
+def initializer(setting: dict[str, Any] | None):
     """``run_trial``'s ``init`` for a trial config's ``init`` ({file, partial}; the driver has checked
     that the weights fit) and the list its reports go to; (None, []) without one."""
     if not setting:
