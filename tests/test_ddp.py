@@ -123,6 +123,10 @@ def curve(out: Path) -> np.ndarray:
 @pytest.fixture(autouse=True)
 def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    # Ray's workers import HOOK from this module: the repository root must be on their path, as it is
+    # on pytest's (the installed project holds the packages, not the tests). They inherit this.
+    root = str(Path(__file__).resolve().parent.parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
 
 
 # ---------------------------------------------------------------------------------- without Ray
