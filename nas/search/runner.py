@@ -690,7 +690,7 @@ class Progress:
 
     def update(self, search: Search, final: bool = False) -> None:
         s = search.summary()
-        done = s["ok"] + s["failed"] + s["pruned"]
+        done = s["first_rung"]  # what the budget counts
         if self.done_at_start is None:
             self.done_at_start = done - (0 if final else 1)
         elapsed = time.monotonic() - self.start
@@ -699,8 +699,9 @@ class Progress:
         eta = elapsed / finished_here * left if finished_here and left else 0.0
         best = s["best"]
         best_text = f"best {best['objective']:.4f} ({best['name'] or best['spec_hash'][:10]})" if best else "best -"
+        ladder = f" (+{s['higher_rungs']} up the ladder)" if search.ladder else ""
         self.log(
-            f"[{_clock(elapsed)}] {'finished: ' if final else ''}{done}/{s['budget']} trials done "
+            f"[{_clock(elapsed)}] {'finished: ' if final else ''}{done}/{s['budget']} trials done{ladder} "
             f"(ok {s['ok']}, failed {s['failed']}, pruned {s['pruned']}, duplicates {s['duplicate']}), "
             f"running {s['running']}, {best_text}" + ("" if final or not left else f", about {_clock(eta)} left")
         )

@@ -313,7 +313,17 @@ class Search:
         top = len(self.ladder)
         scored = [r for r in rows if r["objective"] is not None and rung_of(r) == top]
         best = max(scored, key=lambda r: r["objective"]) if scored else None
-        return {**counts, "running": len(self.pending), "budget": self.budget, "best": best}
+        # What the budget counts: candidates evaluated at the cheapest rung; the ladder's later rungs apart.
+        first = sum(r["status"] != DUPLICATE and rung_of(r) == 0 for r in rows)
+        higher = sum(rung_of(r) > 0 for r in rows)
+        return {
+            **counts,
+            "running": len(self.pending),
+            "budget": self.budget,
+            "best": best,
+            "first_rung": first,
+            "higher_rungs": higher,
+        }
 
 
 # ---------------------------------------------------------------------------------- checking a run directory
