@@ -433,6 +433,12 @@ class ResumeError(UserError):
     """A checkpoint that cannot be resumed; the message names the file."""
 
 
+def check_resumable(path: Path, spec_hash: str, fidelity: str, seed: int) -> None:
+    """Refuse (`ResumeError`) a checkpoint that `run_trial` of this spec, fidelity and seed could not resume
+    from, before it is handed to workers elsewhere."""
+    _load_state(path, torch.device("cpu"), spec_hash, fidelity, seed)
+
+
 def _load_state(path: Path, device: torch.device, spec_hash: str, fidelity: str, seed: int) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location=device, weights_only=True)

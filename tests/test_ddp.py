@@ -174,6 +174,16 @@ def test_bad_worker_options_are_one_line_and_write_nothing(tmp_path: Path, capsy
     assert not (tmp_path / "out").exists() and not ray.is_initialized()
 
 
+def test_a_damaged_state_to_resume_is_refused_before_ray_starts(tmp_path: Path, capsys) -> None:
+    write_spec(tmp_path), write_task(tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / trial.CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
+    assert train(tmp_path, "out", "--workers", "2", "--resume") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "trial_state.pt: unreadable trial checkpoint (UnpicklingError)" in err, err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [trial.CHECKPOINT_NAME] and not ray.is_initialized()
+
+
 # ---------------------------------------------------------------------------------- on Ray Train
 def test_two_gloo_workers_train_as_one_process(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(trial, "build_model", _build_per_sample_norm)

@@ -70,13 +70,15 @@ class Workers:
 
 @dataclass
 class Trained:
-    """What a data-parallel training gave: the chief's `TrialResult` as a dict, or the reason it failed,
-    and the folder of its last checkpoint (``model.pt`` after a finished training), valid inside
+    """What a data-parallel training gave: the chief's `TrialResult` as a dict, or the reason it failed
+    (``error``, one line; ``cause``: the first failed worker's exception, where Ray Train kept it), and the
+    folder of its last checkpoint (``model.pt`` after a finished training), valid inside
     `train_data_parallel`'s context."""
 
     result: dict[str, Any] | None
-    error: str | None
-    folder: Path | None
+    folder: Path | None = None
+    error: str | None = None
+    cause: BaseException | None = None
 
 
 # ---------------------------------------------------------------------------------- checks
@@ -186,13 +188,14 @@ def train_data_parallel(
     try:
         outcome = trainer.fit()
     except Exception as exc:  # ray.train.TrainingFailedError: the workers failed more often than `retries`
-        yield Trained(None, training_error(exc), None)
+        cause = _first_failure(exc)
+        yield Trained(None, error=one_line(f"{type(cause).__name__}: {first_line(cause)}")[:500], cause=cause)
         return
     if outcome.checkpoint is None:
-        yield Trained(outcome.return_value, None, None)
+        yield Trained(outcome.return_value)
         return
     with outcome.checkpoint.as_directory() as folder:
-        yield Trained(outcome.return_value, None, Path(folder))
+        yield Trained(outcome.return_value, Path(folder))
 
 
 def session_name() -> str:
@@ -200,14 +203,10 @@ def session_name() -> str:
     return f"train-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
 
 
-def training_error(exc: BaseException) -> str:
-    """One line for a failed Ray Train run: the first worker's own exception where Ray Train kept it."""
+def _first_failure(exc: BaseException) -> BaseException:
+    """The exception of the lowest-ranked failed worker (Ray Train's WorkerGroupError keeps them), else ``exc``."""
     failures = getattr(exc, "worker_failures", None) or {}
-    if failures:
-        rank, failure = min(failures.items())
-        cause = getattr(failure, "cause", None) or failure
-        return one_line(f"worker {rank}: {type(cause).__name__}: {first_line(cause)}")[:500]
-    return one_line(f"{type(exc).__name__}: {first_line(exc)}")[:500]
+    return failures[min(failures)] if failures else exc
 
 
 def state_mirror(state_file: Path | None, log_file: Path | None):
@@ -219,8 +218,9 @@ def state_mirror(state_file: Path | None, log_file: Path | None):
         def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
             chief = metrics[0] if metrics else {}
             if log_file is not None and "miou" in chief:
-                with open(log_file, "a") as log:
-                    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+                now = time.time()
+                stamp = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))},{int(now % 1 * 1000):03d}"
+                with open(log_file, "a") as log:  # the format of `nas train`'s own lines
                     log.write(f"{stamp} step {chief['step']}: mIoU {chief['miou']:.4f}, loss {chief['loss']:.4f}\n")
             if state_file is None or checkpoint is None:
                 return
