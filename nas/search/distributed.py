@@ -40,7 +40,7 @@ from proxy_tasks.task import TaskConfig, task_from_dict
 from proxy_tasks.trial import CHECKPOINT_NAME, run_trial
 from search_spaces import ArchSpec
 
-from .config import SearchConfig
+from .config import RAY_RESOURCE_UNIT, SearchConfig
 from .runner import SearchError, cluster_may_grow, connect_ray
 from .trainable import MODEL_NAME
 
@@ -95,17 +95,21 @@ def connect_for_workers(workers: Workers, address: str | None, log: Log, config:
     check that the workers fit; returns whether this call connected (`connect_ray`); on a refusal nothing
     of Ray is left running."""
     config = config or SearchConfig()
-    one_worker = replace(config.resources, cpus_per_trial=workers.cpus, gpus_per_trial=workers.gpus)
-    connected = connect_ray(replace(config, resources=one_worker), address, log)
+    # `connect_ray` checks one trial's resources, in a search's words; the workers are checked below, as a group.
+    least = replace(config.resources, cpus_per_trial=RAY_RESOURCE_UNIT, gpus_per_trial=0.0)
+    said: list[str] = []  # said once the workers fit: a refusal is the only line
+    connected = connect_ray(replace(config, resources=least), address, said.append)
     joined = bool(address or os.environ.get("RAY_ADDRESS"))  # a private local Ray never grows
     try:
-        check_workers_fit(workers, log, may_grow=joined and cluster_may_grow())
+        check_workers_fit(workers, said.append, may_grow=joined and cluster_may_grow())
     except SearchError:
         if connected:
             import ray
 
             ray.shutdown()
         raise
+    for line in said:
+        log(line)
     return connected
 
 
@@ -120,8 +124,8 @@ def check_workers_fit(workers: Workers, log: Log, may_grow: bool) -> None:
         return
     total_cpus, total_gpus = sum(c for c, _ in nodes), sum(g for _, g in nodes)
     problem = (
-        f"{workers.describe()} do not fit on the Ray cluster: its {len(nodes)} node(s), "
-        f"{total_cpus:g} CPUs and {total_gpus:g} GPUs in all, hold {capacity}"
+        f"{workers.describe()} do not fit on the Ray cluster: its {len(nodes)} node(s) "
+        f"({total_cpus:g} CPUs, {total_gpus:g} GPUs in all) hold {capacity} of them"
     )
     if not may_grow:
         raise SearchError(problem)
