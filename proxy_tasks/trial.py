@@ -2,7 +2,8 @@
 
 `run_trial(spec, task, fidelity, seed, device)` is a pure function of its arguments (no global
 state), so the same call runs in-process, inside a Ray worker, and for the full training of a
-promoted model. It reports each evaluation through ``report`` (return True from it to stop the
+promoted model; with ``parallel`` it is one worker of a data-parallel training (`proxy_tasks.parallel`),
+whose steps are the one-process run's. It reports each evaluation through ``report`` (return True from it to stop the
 trial early, e.g. for a scheduler), checkpoints to ``checkpoint_dir`` (atomically) and resumes
 from a checkpoint found there, continuing with exactly the batches the run would have seen.
 
