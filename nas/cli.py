@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.common.config import MAX_SEED
-from nas.common.errors import UserError, one_line
+from nas.common.errors import UserError, first_line, one_line
 from nas.common.jsonutil import write_json
 from search_spaces import SearchSpace, SpaceOptions, SpecError, get_spec, mutate, published_names, resolve_spec, sample
 from search_spaces.spec import MAX_CLASSES, ArchSpec
@@ -239,6 +239,7 @@ def _device(name: str):
 def cmd_train(args: argparse.Namespace) -> None:
     import logging
     import math
+    import shutil
 
     from proxy_tasks.task import build_datasets, load_task, scale_spec
     from proxy_tasks.trial import CHECKPOINT_NAME
@@ -263,6 +264,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     connected = False
     if workers is not None:
         from nas.search.distributed import connect_for_workers
+        from proxy_tasks.trial import check_resumable
+
+        if args.resume and (out / CHECKPOINT_NAME).is_file():
+            check_resumable(out / CHECKPOINT_NAME, spec.hash, args.fidelity, args.seed)  # the workers resume from it
         from nas.search.runner import stderr_log
 
         connected = connect_for_workers(workers, args.address, stderr_log)  # refuses workers that cannot fit
@@ -305,7 +310,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     if init is not None:
         metrics["init"] = init.report.to_dict()
     write_json(out / "metrics.json", metrics)
-    (out / CHECKPOINT_NAME).unlink(missing_ok=True)  # finished: the resume state is no longer needed
+    # Finished: the resume state is no longer needed, nor Ray Train's checkpoints (also those of a
+    # data-parallel run that this one resumed)
+    (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+    shutil.rmtree(out / RAY_TRAIN_DIR, ignore_errors=True)
     log.info("done: status %s, mIoU %.4f, %.1f s training", result.status, result.miou, result.train_seconds)
     handler.close()
     log.removeHandler(handler)
@@ -386,7 +394,7 @@ def _train_here(args: argparse.Namespace, spec: ArchSpec, task, device, out: Pat
 
 def _train_on_ray(args: argparse.Namespace, spec: ArchSpec, task, workers, out: Path, init: _Init | None):
     """`nas train --workers N` on Ray Train (see `nas.search.distributed`); writes ``checkpoint.pt`` and
-    returns the chief worker's `TrialResult`. Ray Train's own files, under ``--out``, go once it has finished."""
+    returns the chief worker's `TrialResult`."""
     import shutil
 
     from nas.common.atomic import atomic_path
@@ -409,13 +417,13 @@ def _train_on_ray(args: argparse.Namespace, spec: ArchSpec, task, workers, out: 
         init=None if init is None else {"file": str(Path(init.source).resolve()), "partial": not init.strict},
     )
     with training as trained:
+        if isinstance(trained.cause, UserError):  # bad input that only a worker could find
+            raise CliError(first_line(trained.cause))
         if trained.error is not None:
             raise TrainingFailed(f"training failed on Ray Train: {trained.error}")
         with atomic_path(out / "checkpoint.pt") as tmp:
             shutil.copy(trained.folder / MODEL_NAME, tmp)
-        result = TrialResult(**trained.result)  # as the chief returned it, through Ray
-    shutil.rmtree(storage, ignore_errors=True)
-    return result
+        return TrialResult(**trained.result)  # as the chief returned it, through Ray
 
 
 class _Init:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .parallel import micro_batch_size
 from .task import AugmentConfig, Fidelity, TaskConfig
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1) * 255
@@ -167,7 +168,7 @@ def train_loader(
     """Micro-batches of ``batch_size / (world_size x accumulate)`` from ``start_sample`` on: all of
     them in one process, worker ``rank``'s share with ``shard=(rank, world_size)``."""
     rank, world_size = shard
-    micro_batch = fidelity.batch_size // (world_size * fidelity.accumulate)
+    micro_batch = micro_batch_size(fidelity, world_size)
     dataset = TrainSet(data, fidelity, task.augment, seed, task.ignore_index)
     sampler = ShardSampler(StreamSampler(len(data), seed, start_sample), rank, world_size, micro_batch)
     workers = default_workers(device) if task.workers is None else task.workers

@@ -2,7 +2,8 @@
 
 `run_trial(spec, task, fidelity, seed, device)` is a pure function of its arguments (no global
 state), so the same call runs in-process, inside a Ray worker, and for the full training of a
-promoted model. It reports each evaluation through ``report`` (return True from it to stop the
+promoted model; with ``parallel`` it is one worker of a data-parallel training (`proxy_tasks.parallel`),
+whose steps are the one-process run's. It reports each evaluation through ``report`` (return True from it to stop the
 trial early, e.g. for a scheduler), checkpoints to ``checkpoint_dir`` (atomically) and resumes
 from a checkpoint found there, continuing with exactly the batches the run would have seen.
 
@@ -505,6 +506,12 @@ def poly_schedule(steps: int, power: float, warmup: int) -> Callable[[int], floa
 
 class ResumeError(UserError):
     """A checkpoint that cannot be resumed; the message names the file."""
+
+
+def check_resumable(path: Path, spec_hash: str, fidelity: str, seed: int) -> None:
+    """Refuse (`ResumeError`) a checkpoint that `run_trial` of this spec, fidelity and seed could not resume
+    from, before it is handed to workers elsewhere."""
+    _load_state(path, torch.device("cpu"), spec_hash, fidelity, seed)
 
 
 def _load_state(path: Path, device: torch.device, spec_hash: str, fidelity: str, seed: int) -> dict[str, Any]:

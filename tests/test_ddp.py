@@ -178,7 +178,28 @@ def test_bad_worker_options_are_one_line_and_write_nothing(tmp_path: Path, capsy
     assert not (tmp_path / "out").exists() and not ray.is_initialized()
 
 
+def test_a_damaged_state_to_resume_is_refused_before_ray_starts(tmp_path: Path, capsys) -> None:
+    write_spec(tmp_path), write_task(tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / trial.CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
+    assert train(tmp_path, "out", "--workers", "2", "--resume") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "trial_state.pt: unreadable trial checkpoint (UnpicklingError)" in err, err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [trial.CHECKPOINT_NAME] and not ray.is_initialized()
+
+
 # ---------------------------------------------------------------------------------- on Ray Train
+def test_workers_no_node_can_hold_are_refused_instead_of_waiting_forever(tmp_path: Path, capsys) -> None:
+    write_spec(tmp_path), write_task(tmp_path)
+    # 64 GPUs a worker, which no machine has: Ray Train would wait for them without end. The private Ray
+    # started to check is shut down again, and the refusal is the only line.
+    assert train(tmp_path, "out", "--workers", "2", "--gpus-per-worker", "64") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nas: error: 2 workers of 1 CPU and 64 GPUs do not fit on the Ray cluster: its 1 node(s)")
+    assert err.count("\n") == 1 and err.rstrip().endswith("GPUs in all) hold 0 of them"), err
+    assert not (tmp_path / "out").exists() and not ray.is_initialized()
+
+
 def test_two_gloo_workers_train_as_one_process(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(trial, "build_model", _build_per_sample_norm)
     write_spec(tmp_path), write_task(tmp_path)
@@ -236,13 +257,13 @@ def test_a_node_lost_mid_training_resumes_from_the_last_checkpoint(tmp_path: Pat
     try:
         driver.start()
         # Both workers stand still after the checkpoint of step 10, which the driver's node now holds.
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240
         while time.monotonic() < deadline and not (marker.exists() and (out / trial.CHECKPOINT_NAME).exists()):
             time.sleep(0.2)
         assert marker.exists(), "the workers never reached step 10"
         cluster.add_node(num_cpus=2)
         cluster.remove_node(doomed, allow_graceful=False)
-        driver.join(timeout=180)
+        driver.join(timeout=300)
     finally:
         ray.shutdown()
         cluster.shutdown()

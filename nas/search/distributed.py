@@ -40,7 +40,7 @@ from proxy_tasks.task import TaskConfig, task_from_dict
 from proxy_tasks.trial import CHECKPOINT_NAME, run_trial
 from search_spaces import ArchSpec
 
-from .config import SearchConfig
+from .config import RAY_RESOURCE_UNIT, SearchConfig
 from .runner import SearchError, cluster_may_grow, connect_ray
 from .trainable import MODEL_NAME, initializer
 
@@ -70,13 +70,15 @@ class Workers:
 
 @dataclass
 class Trained:
-    """What a data-parallel training gave: the chief's `TrialResult` as a dict, or the reason it failed,
-    and the folder of its last checkpoint (``model.pt`` after a finished training), valid inside
+    """What a data-parallel training gave: the chief's `TrialResult` as a dict, or the reason it failed
+    (``error``, one line; ``cause``: the first failed worker's exception, where Ray Train kept it), and the
+    folder of its last checkpoint (``model.pt`` after a finished training), valid inside
     `train_data_parallel`'s context."""
 
     result: dict[str, Any] | None
-    error: str | None
-    folder: Path | None
+    folder: Path | None = None
+    error: str | None = None
+    cause: BaseException | None = None
 
 
 # ---------------------------------------------------------------------------------- checks
@@ -93,17 +95,21 @@ def connect_for_workers(workers: Workers, address: str | None, log: Log, config:
     check that the workers fit; returns whether this call connected (`connect_ray`); on a refusal nothing
     of Ray is left running."""
     config = config or SearchConfig()
-    one_worker = replace(config.resources, cpus_per_trial=workers.cpus, gpus_per_trial=workers.gpus)
-    connected = connect_ray(replace(config, resources=one_worker), address, log)
+    # `connect_ray` checks one trial's resources, in a search's words; the workers are checked below, as a group.
+    least = replace(config.resources, cpus_per_trial=RAY_RESOURCE_UNIT, gpus_per_trial=0.0)
+    said: list[str] = []  # said once the workers fit: a refusal is the only line
+    connected = connect_ray(replace(config, resources=least), address, said.append)
     joined = bool(address or os.environ.get("RAY_ADDRESS"))  # a private local Ray never grows
     try:
-        check_workers_fit(workers, log, may_grow=joined and cluster_may_grow())
+        check_workers_fit(workers, said.append, may_grow=joined and cluster_may_grow())
     except SearchError:
         if connected:
             import ray
 
             ray.shutdown()
         raise
+    for line in said:
+        log(line)
     return connected
 
 
@@ -118,8 +124,8 @@ def check_workers_fit(workers: Workers, log: Log, may_grow: bool) -> None:
         return
     total_cpus, total_gpus = sum(c for c, _ in nodes), sum(g for _, g in nodes)
     problem = (
-        f"{workers.describe()} do not fit on the Ray cluster: its {len(nodes)} node(s), "
-        f"{total_cpus:g} CPUs and {total_gpus:g} GPUs in all, hold {capacity}"
+        f"{workers.describe()} do not fit on the Ray cluster: its {len(nodes)} node(s) "
+        f"({total_cpus:g} CPUs, {total_gpus:g} GPUs in all) hold {capacity} of them"
     )
     if not may_grow:
         raise SearchError(problem)
@@ -189,13 +195,14 @@ def train_data_parallel(
     try:
         outcome = trainer.fit()
     except Exception as exc:  # ray.train.TrainingFailedError: the workers failed more often than `retries`
-        yield Trained(None, training_error(exc), None)
+        cause = _first_failure(exc)
+        yield Trained(None, error=one_line(f"{type(cause).__name__}: {first_line(cause)}")[:500], cause=cause)
         return
     if outcome.checkpoint is None:
-        yield Trained(outcome.return_value, None, None)
+        yield Trained(outcome.return_value)
         return
     with outcome.checkpoint.as_directory() as folder:
-        yield Trained(outcome.return_value, None, Path(folder))
+        yield Trained(outcome.return_value, Path(folder))
 
 
 def session_name() -> str:
@@ -203,14 +210,10 @@ def session_name() -> str:
     return f"train-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
 
 
-def training_error(exc: BaseException) -> str:
-    """One line for a failed Ray Train run: the first worker's own exception where Ray Train kept it."""
+def _first_failure(exc: BaseException) -> BaseException:
+    """The exception of the lowest-ranked failed worker (Ray Train's WorkerGroupError keeps them), else ``exc``."""
     failures = getattr(exc, "worker_failures", None) or {}
-    if failures:
-        rank, failure = min(failures.items())
-        cause = getattr(failure, "cause", None) or failure
-        return one_line(f"worker {rank}: {type(cause).__name__}: {first_line(cause)}")[:500]
-    return one_line(f"{type(exc).__name__}: {first_line(exc)}")[:500]
+    return failures[min(failures)] if failures else exc
 
 
 def state_mirror(state_file: Path | None, log_file: Path | None):
@@ -222,8 +225,9 @@ def state_mirror(state_file: Path | None, log_file: Path | None):
         def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
             chief = metrics[0] if metrics else {}
             if log_file is not None and "miou" in chief:
-                with open(log_file, "a") as log:
-                    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+                now = time.time()
+                stamp = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))},{int(now % 1 * 1000):03d}"
+                with open(log_file, "a") as log:  # the format of `nas train`'s own lines
                     log.write(f"{stamp} step {chief['step']}: mIoU {chief['miou']:.4f}, loss {chief['loss']:.4f}\n")
             if state_file is None or checkpoint is None:
                 return

@@ -4,7 +4,8 @@
 of mIoU against cost with ``pareto=True``) and the run's baselines (config ``baselines:``, else
 DeepLabv3-ResNet-50), trains every one of them at ``fidelity`` (default ``full``) with the seeds
 ``seed, seed + 1, ..., seed + S - 1`` as Ray Tune trials (the same trainable as the search, which also
-keeps the trained weights), and writes
+keeps the trained weights), or with ``workers=N`` one after the other, each data-parallel on N Ray Train
+workers (`nas.search.distributed`), and writes
 
 * ``RUN_DIR/promoted/<hash>/seeds/<fidelity>-seed<seed>/``: ``spec.json``, ``model.pt`` (weights + spec,
   `nas.model.checkpoint`) and ``metrics.json`` (the promoted metrics beside the proxy ones) of each seed;
