@@ -11,7 +11,7 @@ from search_bench import likeness_objective
 from nas.common.config import ConfigError
 from nas.search import STRATEGIES, Objective, Outcome, Search, evaluate_in_process
 from nas.search.config import RungConfig, SearchConfig, search_config_from_dict
-from nas.search.ladder import goes_up, ladder_agreement, rank_value
+from nas.search.ladder import goes_up, ladder_agreement, rank_value, rung_quotas
 from search_spaces import SearchSpace, get_spec
 
 SPACE = SearchSpace()
@@ -108,7 +108,8 @@ def test_the_rung_sizes_follow_from_replaying_the_rule(tmp_path):
     rows = search.store.rows
     for level, rung in enumerate(LADDER):
         here = [r for r in rows if r["rung"] == level]
-        expected = {r["spec_hash"] for i, r in enumerate(here) if goes_up(r, here[: i + 1], rung, False)}
+        quota = rung_quotas(LADDER, 24)[level]
+        expected = {r["spec_hash"] for i, r in enumerate(here) if goes_up(r, here[: i + 1], rung, False, quota)}
         assert expected == {r["spec_hash"] for r in rows if r["rung"] == level + 1}
 
 
@@ -227,3 +228,13 @@ def test_a_ladder_search_on_ray_is_shown_reported_and_loaded_with_its_rungs(tmp_
     assert stored[0]["went_up"] == len(top)
     assert main(["report", str(run_dir)]) == 0
     assert "Fidelity ladder" in (run_dir / "report" / "index.html").read_text()
+
+
+def test_a_rung_sends_up_at_most_keep_of_the_budget_even_when_every_result_beats_the_last():
+    rung = RungConfig("zc", keep=0.25)
+    rows = [{"trial_id": i, "status": "ok", "rung": 0, "score": float(i), "origin": "random"} for i in range(12)]
+    ranked = [goes_up(r, rows[: i + 1], rung, baseline=False) for i, r in enumerate(rows)]
+    assert all(ranked)  # each new result is the best so far: the rank rule alone sends every one up
+    capped = [goes_up(r, rows[: i + 1], rung, baseline=False, quota=3) for i, r in enumerate(rows)]
+    assert capped == [True] * 3 + [False] * 9
+    assert rung_quotas((RungConfig("a", keep=0.25), RungConfig("b", keep=0.5)), 24) == [6, 3]

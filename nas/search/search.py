@@ -41,7 +41,7 @@ from search_spaces import ArchSpec, SearchSpace
 
 from .base import Candidate, Controller
 from .config import RungConfig
-from .ladder import goes_up, rung_of
+from .ladder import goes_up, rung_of, rung_quotas
 from .objective import Objective, finite_or_none
 from .run_dir import STATE_NAME, TABLE_NAME
 from .status import DUPLICATE, FAILED, OK, SCORED, STATUSES
@@ -243,7 +243,8 @@ class Search:
         without an objective (a training-free rung's score) is told as no result."""
         if candidate.rung < len(self.ladder):
             upto = next(i for i, r in enumerate(self.store.rows) if r["trial_id"] == row["trial_id"])
-            if goes_up(row, self.store.rows[: upto + 1], self.ladder[candidate.rung], candidate.origin == "baseline"):
+            rung, quota = self.ladder[candidate.rung], rung_quotas(self.ladder, self.budget)[candidate.rung]
+            if goes_up(row, self.store.rows[: upto + 1], rung, candidate.origin == "baseline", quota):
                 self.rerun.append(replace(candidate, id=self.next_id, rung=candidate.rung + 1))
                 self.next_id += 1
                 return
