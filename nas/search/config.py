@@ -229,10 +229,15 @@ def search_config_from_dict(data: dict[str, Any]) -> SearchConfig:
     return from_dict(SearchConfig, data)
 
 
+def resolve_ref(ref: str, base: Path) -> str:
+    """A config's reference to a file (a path, or a .json/.yaml name) made absolute against the config's
+    folder ``base``; a published or built-in name as it is."""
+    return str((base / ref).resolve()) if ("/" in ref or ref.endswith((".json", ".yaml", ".yml"))) else ref
+
+
 def _resolve_paths(config: SearchConfig, base: Path) -> SearchConfig:
     def resolve(ref: str) -> str:
-        candidate = base / ref
-        return str(candidate.resolve()) if ("/" in ref or ref.endswith((".json", ".yaml", ".yml"))) else ref
+        return resolve_ref(ref, base)
 
     strategy = replace(config.strategy, seeds=tuple(resolve(s) for s in config.strategy.seeds))
     return replace(

@@ -36,7 +36,7 @@ from proxy_tasks.task import Fidelity, load_task, scale_spec
 from search_spaces import ArchSpec, SpecError, sample
 from search_spaces.mutations import mutate
 
-from .config import ResourcesConfig, SearchConfig, SpaceConfig, StorageConfig
+from .config import ResourcesConfig, SearchConfig, SpaceConfig, StorageConfig, resolve_ref
 from .correlation import format_agreement, rank_agreement, spread_over_noise
 from .run_dir import FIDELITY_CONFIG_NAME, FIDELITY_SUMMARY_NAME, TABLE_NAME
 from .runner import Job, config_spec, connect_ray, run_jobs
@@ -120,14 +120,10 @@ def load_fidelity_config(path: str | Path) -> FidelityConfig:
         config = from_dict(FidelityConfig, load_file(path))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    base = path.parent
-
-    def resolve(ref: str) -> str:
-        return str((base / ref).resolve()) if ("/" in ref or ref.endswith((".json", ".yaml", ".yml"))) else ref
-
-    archs = config.architectures
-    archs = replace(archs, published=tuple(resolve(r) for r in archs.published), mutant_of=resolve(archs.mutant_of))
-    return replace(config, task=resolve(config.task), architectures=archs)
+    base, archs = path.parent, config.architectures
+    published = tuple(resolve_ref(r, base) for r in archs.published)
+    archs = replace(archs, published=published, mutant_of=resolve_ref(archs.mutant_of, base))
+    return replace(config, task=resolve_ref(config.task, base), architectures=archs)
 
 
 # ---------------------------------------------------------------------------------- the architectures
