@@ -146,13 +146,17 @@ def plot_proxy_vs_full(run: RunLike) -> Figure:
     tau, rho, n = run.rank_correlation()
     fidelity = str(pairs["fidelity"].iloc[0])
     fig, ax = _figure(5.8, 5.0)
-    ax.scatter(pairs["proxy_miou"], pairs["full_miou"], s=40, color="tab:blue", zorder=3)
+    ax.scatter(pairs["proxy_miou"], pairs["promoted_miou"], s=40, color="tab:blue", zorder=3)
     for _, row in pairs.iterrows():
         ax.annotate(
-            row["name"], (row["proxy_miou"], row["full_miou"]), xytext=(4, 4), textcoords="offset points", fontsize=7
+            row["name"],
+            (row["proxy_miou"], row["promoted_miou"]),
+            xytext=(4, 4),
+            textcoords="offset points",
+            fontsize=7,
         )
-    low = min(pairs["proxy_miou"].min(), pairs["full_miou"].min())
-    high = max(pairs["proxy_miou"].max(), pairs["full_miou"].max())
+    low = min(pairs["proxy_miou"].min(), pairs["promoted_miou"].min())
+    high = max(pairs["proxy_miou"].max(), pairs["promoted_miou"].max())
     ax.plot([low, high], [low, high], linestyle=":", color="0.5", label="equal mIoU")
     ax.set_xlabel(f"proxy mIoU ({run.fidelity} fidelity)")
     ax.set_ylabel(f"mIoU at {fidelity} fidelity")
@@ -198,7 +202,7 @@ def _proxy_ious(run: Run, top: int) -> list[tuple[str, dict[str, float]]]:
 
 def _full_ious(run: Run, top: int) -> list[tuple[str, dict[str, float]]]:
     models = []
-    for _, r in run.promoted_pairs().sort_values("full_miou", ascending=False).iterrows():
+    for _, r in run.promoted_pairs().sort_values("promoted_miou", ascending=False).iterrows():
         # promoted/<hash>/ holds one seed's training: label its IoUs with that seed's mIoU, not the mean over seeds.
         record = run.promoted_metrics(r["spec_hash"])
         full = record.get("full") or {}

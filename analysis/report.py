@@ -190,7 +190,7 @@ def _promotion_section(run: Run, folder: Path) -> str:
     fidelity = str(run.promoted["fidelity"].dropna().iloc[0]) if run.promoted["fidelity"].notna().any() else "full"
     text = (
         f"<p>Kendall τ = {_num(tau)}, Spearman ρ = {_num(rho)} between proxy and {_e(fidelity)} mIoU "
-        f"over {n} models (the full_* columns hold the {_e(fidelity)}-fidelity metrics).</p>"
+        f"over {n} models (the promoted_* columns hold the {_e(fidelity)}-fidelity metrics).</p>"
     )
     table = run.promoted.assign(spec_hash=run.promoted["spec_hash"].str[:10])
     image = _image(folder, "proxy_vs_full.png", lambda: plots.plot_proxy_vs_full(run))

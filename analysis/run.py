@@ -48,12 +48,19 @@ PROMOTED_COLUMNS = {
     "fidelity": "object",
     "proxy_miou": "float64",
     "proxy_objective": "float64",
-    "full_miou": "float64",
-    "full_pixel_accuracy": "float64",
+    "promoted_miou": "float64",
+    "promoted_pixel_accuracy": "float64",
     "flops": "Int64",
     "params": "Int64",
-    "full_train_seconds": "float64",
+    "promoted_train_seconds": "float64",
     "path": "object",
+}
+# Tables written before the promoted-fidelity metrics were named for what they are.
+EARLIER_PROMOTED_NAMES = {
+    "full_miou": "promoted_miou",
+    "full_miou_ms": "promoted_miou_ms",
+    "full_pixel_accuracy": "promoted_pixel_accuracy",
+    "full_train_seconds": "promoted_train_seconds",
 }
 # Reference points on the Pareto axes besides the run's own baselines: the two families the search
 # space contains (DeepLabv3 with a dilated ResNet, and SpineNet).
@@ -357,8 +364,8 @@ class Run:
         pairs = self.promoted_pairs()
         if len(pairs) < 2:
             return math.nan, math.nan, len(pairs)
-        tau = kendalltau(pairs["proxy_miou"], pairs["full_miou"]).statistic
-        rho = spearmanr(pairs["proxy_miou"], pairs["full_miou"]).statistic
+        tau = kendalltau(pairs["proxy_miou"], pairs["promoted_miou"]).statistic
+        rho = spearmanr(pairs["proxy_miou"], pairs["promoted_miou"]).statistic
         return float(tau), float(rho), len(pairs)
 
     @property
@@ -388,7 +395,7 @@ class Run:
     def promoted_pairs(self) -> pd.DataFrame:
         """Promoted models trained successfully at both fidelities."""
         p = self.promoted
-        return p[(p["status"] == OK) & p["proxy_miou"].notna() & p["full_miou"].notna()].reset_index(drop=True)
+        return p[(p["status"] == OK) & p["proxy_miou"].notna() & p["promoted_miou"].notna()].reset_index(drop=True)
 
     # ------------------------------------------------------------------------------ references
     def input_size(self) -> tuple[int, int] | None:
@@ -508,13 +515,14 @@ def _read_trials(path: Path) -> pd.DataFrame:
 
 
 def _read_promoted(path: Path) -> pd.DataFrame:
-    return _read_typed(path, PROMOTED_COLUMNS, "promotion table")
+    return _read_typed(path, PROMOTED_COLUMNS, "promotion table", renamed=EARLIER_PROMOTED_NAMES)
 
 
-def _read_typed(path: Path, columns: dict[str, str], what: str) -> pd.DataFrame:
+def _read_typed(path: Path, columns: dict[str, str], what: str, renamed: dict[str, str] | None = None) -> pd.DataFrame:
     if not path.exists():
         return _empty(columns)
     frame = _read_table(path).to_pandas()
+    frame = frame.rename(columns={old: new for old, new in (renamed or {}).items() if new not in frame.columns})
     missing = sorted(set(columns) - set(frame.columns))
     if missing:
         raise RunError(f"{path}: not a {what} (missing columns {', '.join(missing)})")

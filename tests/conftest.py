@@ -38,3 +38,15 @@ def _private_ray_token_and_cache(tmp_path_factory) -> Iterator[None]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture
+def local_ray(monkeypatch, tmp_path) -> Iterator[None]:
+    """A private two-CPU Ray for one test. Its workers inherit the environment at start, so the scene
+    cache is the test's own from the first trial."""
+    import ray
+
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield
+    ray.shutdown()

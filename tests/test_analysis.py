@@ -211,11 +211,11 @@ def _promoted_record(path: Path, row: dict, proxy: float, full: float | None, we
         "fidelity": "smoke",
         "proxy_miou": proxy,
         "proxy_objective": proxy,
-        "full_miou": full,
-        "full_pixel_accuracy": None,
+        "promoted_miou": full,
+        "promoted_pixel_accuracy": None,
         "flops": row["flops"],
         "params": row["params"],
-        "full_train_seconds": 1.0,
+        "promoted_train_seconds": 1.0,
         "path": f"promoted/{row['spec_hash']}",
     }
 
@@ -260,10 +260,23 @@ def test_load_run_tables(run, run_dir):
     assert "8 trials (ok 6, failed 1, pruned 0, duplicate 1), 5 promoted" in repr(run)
 
 
+def test_a_promotion_table_of_the_earlier_column_names_reads_as_today(tmp_path, run):
+    from analysis.run import EARLIER_PROMOTED_NAMES
+
+    path = make_run(tmp_path / "old")
+    table = pq.read_table(path / "promoted.parquet")
+    old = {new: old for old, new in EARLIER_PROMOTED_NAMES.items()}
+    pq.write_table(table.rename_columns([old.get(c, c) for c in table.column_names]), path / "promoted.parquet")
+    assert "full_miou" in pq.read_schema(path / "promoted.parquet").names
+    earlier = load_run(path)
+    pd.testing.assert_frame_equal(earlier.promoted, run.promoted.assign(path=earlier.promoted["path"]))
+    assert earlier.rank_correlation() == pytest.approx(run.rank_correlation())
+
+
 def test_unpromoted_run_has_empty_promoted_table_with_columns(tmp_path):
     run = load_run(make_run(tmp_path / "r", promoted=False))
     assert run.promoted.empty
-    assert {"spec_hash", "proxy_miou", "full_miou", "path"} <= set(run.promoted.columns)
+    assert {"spec_hash", "proxy_miou", "promoted_miou", "path"} <= set(run.promoted.columns)
     assert run.summary == {}
     assert run.rank_correlation()[2] == 0
 

@@ -161,18 +161,8 @@ def test_cli_refuses_a_measurement_without_a_config(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------- on Ray
-@pytest.fixture
-def local_ray():
-    """One small Ray for the whole test: `connect_ray` joins a Ray already up and leaves it running."""
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
-
-
 def test_measure_trains_each_job_once_resumes_and_grows(tmp_path, monkeypatch, local_ray):
-    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    # One Ray for the whole test: `connect_ray` joins a Ray already up and leaves it running.
     config = FidelityConfig(
         name="t",
         fidelities=("zc-params", "smoke"),

@@ -183,16 +183,6 @@ def test_ladder_config_errors_name_the_key():
 
 
 # ---------------------------------------------------------------------------------- on Ray, through the CLI
-@pytest.fixture
-def local_ray(monkeypatch, tmp_path):
-    import ray
-
-    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
-
-
 def test_a_ladder_search_on_ray_is_shown_reported_and_loaded_with_its_rungs(tmp_path, local_ray, capsys):
     import json
 

@@ -309,7 +309,7 @@ def test_nas_promote_init_checks_every_model_first_then_trains_each_from_the_wei
     # Single-scale and multi-scale mIoU apart, each labelled.
     assert seeds["miou_ms"].between(0, 1).all() and seeds["miou"].between(0, 1).all()
     promoted = pd.read_parquet(run / "promoted.parquet")
-    assert promoted["full_miou_ms"].between(0, 1).all()
+    assert promoted["promoted_miou_ms"].between(0, 1).all()
     assert "smoke mIoU ms" in captured.out and "smoke mIoU: single scale, whole images" in captured.out
     assert "smoke mIoU ms: scales 0.5, 1 with left-right flips, softmax averaged, whole images" in captured.out
     summary = json.loads((run / "promoted" / "summary.json").read_text())

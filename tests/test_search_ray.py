@@ -73,14 +73,6 @@ def write_config(folder: Path, trials: int = 4, steps: int = 3, **extra) -> Path
     return path
 
 
-@pytest.fixture
-def local_ray(monkeypatch, tmp_path):
-    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
-
-
 def test_a_search_on_local_ray_records_every_trial_and_nas_show_lists_them(tmp_path, local_ray, capsys) -> None:
     config = load_search_config(
         write_config(tmp_path, trials=4, strategy={"name": "evolution", "population": 2, "sample_size": 2})
@@ -104,7 +96,7 @@ def test_a_search_on_local_ray_records_every_trial_and_nas_show_lists_them(tmp_p
     best = table.sort_values(["objective", "trial_id"], ascending=[False, True]).head(2)
     assert [r["spec_hash"] for r in summary.rows] == list(best["spec_hash"])
     promoted = pd.read_parquet(tmp_path / "run" / "promoted.parquet")
-    assert (promoted["status"] == "ok").all() and promoted["full_miou"].between(0, 1).all()
+    assert (promoted["status"] == "ok").all() and promoted["promoted_miou"].between(0, 1).all()
     assert list(promoted["proxy_miou"]) == list(best["miou"])
     assert -1 <= summary.kendall_tau <= 1  # two models: tau is +-1
     folder = tmp_path / "run" / "promoted" / best.iloc[0]["spec_hash"]
@@ -167,7 +159,9 @@ def test_promotion_compares_the_best_with_the_baseline_over_seeds_and_resumes(tm
         versus["verdict"] == verdict("deeplabv3-resnet50", expected["beats"]) and versus["beats"] == expected["beats"]
     )
     promoted = pd.read_parquet(tmp_path / "run" / "promoted.parquet")
-    assert list(promoted["fidelity"]) == ["smoke"] and promoted["full_miou"].iloc[0] == pytest.approx(candidate["mean"])
+    assert list(promoted["fidelity"]) == ["smoke"] and promoted["promoted_miou"].iloc[0] == pytest.approx(
+        candidate["mean"]
+    )
     text = summary.to_text()
     assert "smoke mIoU" in text and versus["verdict"] in text and "one-sided Welch t-test" in text
 

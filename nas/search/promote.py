@@ -129,15 +129,15 @@ class PromotionSummary:
     def to_text(self) -> str:
         label = f"{self.fidelity} mIoU"
         # The multi-scale column only where a fidelity measured it: single-scale mIoU stays the ranking figure.
-        multi = any(r.get("full_miou_ms") is not None for r in self.rows)
+        multi = any(r.get("promoted_miou_ms") is not None for r in self.rows)
         ms_label = f"{self.fidelity} mIoU ms"
         header = f"{'hash':<12} {'name':<24} {'proxy mIoU':>10} {label:>16} " + (f"{ms_label:>19} " if multi else "")
         lines = [f"{header}{'status':<8}"]
         for r in self.rows:
-            augmented = f"{_fmt(r.get('full_miou_ms')):>19} " if multi else ""
+            augmented = f"{_fmt(r.get('promoted_miou_ms')):>19} " if multi else ""
             lines.append(
                 f"{r['spec_hash'][:10]:<12} {(r['name'] or '-')[:24]:<24} {_fmt(r['proxy_miou']):>10} "
-                f"{_fmt(r['full_miou']):>16} {augmented}{r['status']:<8}"
+                f"{_fmt(r['promoted_miou']):>16} {augmented}{r['status']:<8}"
             )
         for key, name in (("miou", label), ("miou_ms", ms_label)):
             if self.evaluation.get(key) and (key == "miou" or multi):
@@ -562,12 +562,12 @@ def _summarise(chosen: pd.DataFrame, models: list[Model], run_dir: Path, fidelit
                 "proxy_miou": json_ready(r["miou"]),
                 "proxy_objective": json_ready(r["objective"]),
                 # The promoted-fidelity metrics (mean over the seeds that trained), under their original names.
-                "full_miou": _mean(_finite([s["miou"] for s in ok])),
-                "full_miou_ms": _mean(_finite([s["miou_ms"] for s in ok if s["miou_ms"] is not None])),
-                "full_pixel_accuracy": _mean(_finite([s["pixel_accuracy"] for s in ok])),
+                "promoted_miou": _mean(_finite([s["miou"] for s in ok])),
+                "promoted_miou_ms": _mean(_finite([s["miou_ms"] for s in ok if s["miou_ms"] is not None])),
+                "promoted_pixel_accuracy": _mean(_finite([s["pixel_accuracy"] for s in ok])),
                 "flops": json_ready(r["flops"]),
                 "params": json_ready(r["params"]),
-                "full_train_seconds": _mean(_finite([s["train_seconds"] for s in ok])),
+                "promoted_train_seconds": _mean(_finite([s["train_seconds"] for s in ok])),
                 "seeds": len(ok),
                 "path": str(promoted_dir(run_dir, r["spec_hash"]).relative_to(run_dir)),
             }
@@ -578,9 +578,9 @@ def _summarise(chosen: pd.DataFrame, models: list[Model], run_dir: Path, fidelit
         comparison=_comparison(models, seed_rows, fidelity, seeds),
         evaluation=_evaluation_labels(seed_rows),
     )
-    ok = [r for r in rows if r["status"] == OK and r["full_miou"] is not None]
+    ok = [r for r in rows if r["status"] == OK and r["promoted_miou"] is not None]
     if len(ok) >= 2:
-        proxy, full = [r["proxy_miou"] for r in ok], [r["full_miou"] for r in ok]
+        proxy, full = [r["proxy_miou"] for r in ok], [r["promoted_miou"] for r in ok]
         summary.kendall_tau = float(kendalltau(proxy, full).statistic)
         summary.spearman_rho = float(spearmanr(proxy, full).statistic)
     written = {
