@@ -19,6 +19,9 @@ from nas.search.fidelity import (
     FidelityConfig,
     FidelityError,
     architectures,
+    baseline_of,
+    check,
+    format_summary,
     jobs_of,
     load_fidelity_config,
     measure,
@@ -132,6 +135,38 @@ def test_summary_ranks_by_the_mean_over_seeds_and_uses_the_score_of_training_fre
     assert summary["fidelities"]["cheap"]["architectures"] == 0
     assert summary["fidelities"]["ref"]["seed_to_seed"]["tau"] == pytest.approx(1.0)
     assert summary["means"]["b"]["ref"] == pytest.approx(0.205)
+
+
+def test_the_summary_judges_every_network_against_the_baseline_at_the_reference():
+    def ref(name, mious, flops):
+        return [{**_row(name, "ref", s, miou=m), "flops": flops} for s, m in enumerate(mious)]
+
+    rows = ref("base", [0.30, 0.31], 100.0)
+    rows += ref("better-cheap", [0.40, 0.41], 40.0)  # beats it at 0.4x the FLOPs
+    rows += ref("better-noisy", [0.20, 0.60], 30.0)  # a higher mean within the seed noise
+    rows += ref("worse", [0.10, 0.11], 200.0)
+    rows += [_row("base", "cheap", 0, miou=0.9)]
+    versus = summarise_rows(rows, ["cheap", "ref"], "ref", baseline="base")["versus_baseline"]
+    assert versus["baseline"] == "base" and versus["mean"] == pytest.approx(0.305) and versus["seeds"] == 2
+    by = {r["name"]: r for r in versus["architectures"]}
+    assert [r["name"] for r in versus["architectures"]] == ["better-cheap", "better-noisy", "worse"]
+    assert by["better-cheap"]["beats"] and by["better-cheap"]["flops_ratio"] == pytest.approx(0.4)
+    assert by["better-noisy"]["beats"] is False and by["better-noisy"]["p_value"] > 0.05
+    assert by["worse"]["beats"] is False and by["worse"]["flops_ratio"] == pytest.approx(2.0)
+    text = format_summary(summarise_rows(rows, ["cheap", "ref"], "ref", baseline="base"))
+    assert "beside base at ref (mIoU 0.3050" in text and "1 of 3 beat it: better-cheap 0.4050" in text
+    assert "the best at <= 0.5x its FLOPs (2 networks): better-cheap" in text
+    assert summarise_rows(rows, ["ref"], "ref", baseline="absent")["versus_baseline"] is None
+    assert summarise_rows(rows, ["ref"], "ref")["versus_baseline"] is None
+
+
+def test_the_baseline_must_be_a_published_network_and_defaults_to_the_first():
+    config = FidelityConfig(
+        fidelities=("zc-params",), reference="zc-params", architectures=ArchitecturesConfig(random=1)
+    )
+    assert baseline_of(config, architectures(config)) == "deeplabv3-resnet50"
+    with pytest.raises(ConfigError, match="baseline: 'random-1' is not among the published"):
+        check(replace(config, baseline="random-1"))
 
 
 def test_the_stored_gpu_results_reproduce_the_readme_figures():

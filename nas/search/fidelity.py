@@ -38,6 +38,7 @@ from search_spaces.mutations import mutate
 
 from .config import ResourcesConfig, SearchConfig, SpaceConfig, StorageConfig, resolve_ref
 from .correlation import format_agreement, rank_agreement, spread_over_noise
+from .promote import VERDICT_RULE, compare_seeds
 from .run_dir import FIDELITY_CONFIG_NAME, FIDELITY_SUMMARY_NAME, TABLE_NAME
 from .runner import Job, config_spec, connect_ray, run_jobs
 from .status import OK, tune_status
@@ -75,6 +76,8 @@ class FidelityConfig:
     data_root: str | None = None
     fidelities: tuple[str, ...] = ("proxy", "full-1k")  # every architecture is trained at each
     reference: str = "full-1k"  # the fidelity the others are compared with (one of ``fidelities``)
+    # The network every other one is judged against at the reference (default: the first published one).
+    baseline: str | None = None
     seeds: int = 2  # seeds 0 .. seeds-1 of every (architecture, fidelity)
     fidelity_seeds: dict[str, int] = field(default_factory=dict)  # another count for some fidelities
     architectures: ArchitecturesConfig = field(default_factory=ArchitecturesConfig)
@@ -181,10 +184,21 @@ def job_key(row: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------- measuring
+def baseline_of(config: FidelityConfig, archs: list[Architecture]) -> str | None:
+    """The label of the network the others are judged against at the reference fidelity."""
+    published = [arch.label for arch in archs if arch.origin == "published"]
+    if config.baseline is None:
+        return published[0] if published else None
+    if config.baseline not in published:
+        raise ConfigError(f"baseline: {config.baseline!r} is not among the published architectures {published}")
+    return config.baseline
+
+
 def check(config: FidelityConfig) -> list[Architecture]:
     """Everything that can be checked before a write: the task, each fidelity, every spec at each."""
     task = load_task(config.task, config.data_root)
     archs = architectures(config)
+    baseline_of(config, archs)
     for fidelity in config.fidelities:
         fid = task.fidelity(fidelity)
         for arch in archs:
@@ -235,7 +249,8 @@ def measure(config: FidelityConfig | None, out: str | Path, address: str | None 
                 import ray
 
                 ray.shutdown()
-    summary = summarise_rows(_rows_of(store.rows, jobs), config.fidelities, config.reference)
+    rows = _rows_of(store.rows, jobs)
+    summary = summarise_rows(rows, config.fidelities, config.reference, baseline_of(config, archs))
     write_json(out / FIDELITY_SUMMARY_NAME, summary)
     return summary
 
@@ -349,8 +364,11 @@ def value_of(row: dict[str, Any]) -> float | None:
     return float(value) if _finite(value) else None
 
 
-def summarise_rows(rows: list[dict[str, Any]], fidelities: tuple[str, ...] | list[str], reference: str) -> dict:
-    """The summary of a measurement's rows (see the module docstring); JSON-ready."""
+def summarise_rows(
+    rows: list[dict[str, Any]], fidelities: tuple[str, ...] | list[str], reference: str, baseline: str | None = None
+) -> dict:
+    """The summary of a measurement's rows (see the module docstring); JSON-ready. With a ``baseline``
+    (an architecture's name) it also judges every architecture against it at the reference."""
     by: dict[str, dict[str, list[float]]] = {f: {} for f in fidelities}
     names: dict[str, str] = {}
     metric: dict[str, str] = {}
@@ -383,6 +401,40 @@ def summarise_rows(rows: list[dict[str, Any]], fidelities: tuple[str, ...] | lis
         "reference": reference,
         "fidelities": per_fidelity,
         "means": {names[h]: {f: _mean(by[f].get(h)) for f in fidelities} for h in order},
+        "versus_baseline": versus_baseline(rows, reference, baseline) if baseline else None,
+    }
+
+
+def versus_baseline(rows: list[dict[str, Any]], reference: str, baseline: str) -> dict[str, Any] | None:
+    """Each architecture's reference mIoU over seeds against the baseline's, by the rule promotion
+    judges with, and its FLOPs as a ratio of the baseline's: whether the measured set holds a network
+    that beats the baseline, and at what cost. None when the baseline has no reference rows."""
+    mious: dict[str, list[float]] = {}
+    flops: dict[str, float] = {}
+    for row in rows:
+        if row["status"] == OK and row["fidelity"] == reference and _finite(row.get("miou")):
+            mious.setdefault(row["name"], []).append(float(row["miou"]))
+            if _finite(row.get("flops")):
+                flops.setdefault(row["name"], float(row["flops"]))
+    if baseline not in mious:
+        return None
+    theirs, their_flops = mious[baseline], flops.get(baseline)
+    others = []
+    for name, ours in mious.items():
+        if name == baseline:
+            continue
+        result = compare_seeds(ours, theirs)
+        ratio = flops[name] / their_flops if name in flops and their_flops else None
+        others.append({"name": name, **result, "flops_ratio": ratio})
+    others.sort(key=lambda r: -(r["mean"] if r["mean"] is not None else -math.inf))
+    return {
+        "baseline": baseline,
+        "fidelity": reference,
+        "mean": _mean(theirs),
+        "std": statistics.stdev(theirs) if len(theirs) >= 2 else None,
+        "seeds": len(theirs),
+        "rule": VERDICT_RULE,
+        "architectures": others,
     }
 
 
@@ -399,7 +451,9 @@ def _seed_to_seed(values: dict[str, list[float]], order: list[str]) -> dict[str,
     return {"tau": statistics.fmean(taus), "pairs": taus, "n": len(archs)} if taus else None
 
 
-def format_summary(summary: dict[str, Any]) -> str:
+def format_summary(summary: dict[str, Any], cost_ratio: float = 0.5) -> str:
+    """The summary as printed; the baseline lines name the best network at or under ``cost_ratio``
+    times the baseline's FLOPs."""
     reference = summary["reference"]
     lines = [f"against {reference} (mean over seeds per architecture; 90% bootstrap intervals):"]
     for fidelity, entry in summary["fidelities"].items():
@@ -413,7 +467,31 @@ def format_summary(summary: dict[str, Any]) -> str:
             lines.append(head + f"(reference) {extra}")
         else:
             lines.append(head + format_agreement(entry["vs_reference"]) + (f"; {extra}" if extra else ""))
+    versus = summary.get("versus_baseline")
+    if versus:
+        lines += _format_versus(versus, cost_ratio)
     return "\n".join(lines)
+
+
+def _format_versus(versus: dict[str, Any], cost_ratio: float) -> list[str]:
+    def one(r: dict[str, Any]) -> str:
+        spread = f" ± {r['std']:.3f}" if r["std"] is not None else ""
+        p_value = f"p {r['p_value']:.2g}, " if r["p_value"] is not None else ""
+        ratio = f"{r['flops_ratio']:.2f}x FLOPs" if r["flops_ratio"] is not None else "FLOPs unknown"
+        return f"{r['name']} {r['mean']:.4f}{spread} ({p_value}{ratio})"
+
+    others = versus["architectures"]
+    beating = [r for r in others if r["beats"]]
+    spread = f" ± {versus['std']:.3f}" if versus["std"] is not None else ""
+    lines = [
+        f"beside {versus['baseline']} at {versus['fidelity']} (mIoU {versus['mean']:.4f}{spread} over "
+        f"{versus['seeds']} seeds); {VERDICT_RULE}:",
+        f"  {len(beating)} of {len(others)} beat it" + (": " + "; ".join(map(one, beating)) if beating else ""),
+    ]
+    cheap = [r for r in others if r["flops_ratio"] is not None and r["flops_ratio"] <= cost_ratio]
+    if cheap:
+        lines.append(f"  the best at <= {cost_ratio:g}x its FLOPs ({len(cheap)} networks): {one(cheap[0])}")
+    return lines
 
 
 def summarise_file(path: str | Path) -> dict[str, Any]:
@@ -433,6 +511,7 @@ def summarise_file(path: str | Path) -> dict[str, Any]:
                 "status": r.get("status", OK),
                 "miou": r.get("miou"),
                 "score": r.get("score"),
+                "flops": r.get("flops"),
             }
             for name, runs in results.items()
             for r in runs
@@ -440,15 +519,17 @@ def summarise_file(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise FidelityError(f"{path}: not a fidelity results file ({type(exc).__name__}: {first_line(exc)})") from None
     fidelities = sorted({r["fidelity"] for r in rows}, key=lambda f: (f == reference, f))
-    return summarise_rows(rows, fidelities, reference)
+    baseline = next((name for name in results if name.startswith("deeplabv3-")), None)
+    return summarise_rows(rows, fidelities, reference, baseline)
 
 
 def read_summary(out: str | Path) -> dict[str, Any]:
     """A fidelity directory's summary, recomputed from its table (the table is the ground truth)."""
     out = Path(out)
     config = _saved_config(out)
-    jobs = jobs_of(config, architectures(config))
-    return summarise_rows(_rows_of(_open_store(out).rows, jobs), config.fidelities, config.reference)
+    archs = architectures(config)
+    rows = _rows_of(_open_store(out).rows, jobs_of(config, archs))
+    return summarise_rows(rows, config.fidelities, config.reference, baseline_of(config, archs))
 
 
 def _mean(values: list[float] | None) -> float | None:
