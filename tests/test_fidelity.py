@@ -135,6 +135,10 @@ def test_summary_ranks_by_the_mean_over_seeds_and_uses_the_score_of_training_fre
     assert summary["fidelities"]["cheap"]["architectures"] == 0
     assert summary["fidelities"]["ref"]["seed_to_seed"]["tau"] == pytest.approx(1.0)
     assert summary["means"]["b"]["ref"] == pytest.approx(0.205)
+    assert summary["fidelities"]["ref"]["seconds"] is None  # these rows say nothing of time
+    # the zc rows are rows 8 to 11: 81, 91, 101 and 111 s
+    timed = [{**r, "train_seconds": 10.0 * i, "eval_seconds": 1.0} for i, r in enumerate(rows)]
+    assert summarise_rows(timed, ["zc", "ref"], "ref")["fidelities"]["zc"]["seconds"] == pytest.approx(96.0)
 
 
 def test_the_summary_judges_every_network_against_the_baseline_at_the_reference():

@@ -372,9 +372,13 @@ def summarise_rows(
     by: dict[str, dict[str, list[float]]] = {f: {} for f in fidelities}
     names: dict[str, str] = {}
     metric: dict[str, str] = {}
+    seconds: dict[str, list[float]] = {f: [] for f in fidelities}
     for row in rows:
         if row["status"] != OK or row["fidelity"] not in by:
             continue
+        spent = [row.get(key) for key in ("train_seconds", "eval_seconds") if _finite(row.get(key))]
+        if spent:
+            seconds[row["fidelity"]].append(sum(map(float, spent)))
         value = value_of(row)
         if value is None:
             continue
@@ -393,6 +397,8 @@ def summarise_rows(
             "architectures": sum(m is not None for m in means),
             "seed_to_seed": _seed_to_seed(values, order),
             "spread_over_noise": spread_over_noise([values.get(h, []) for h in order]),
+            # What a trial at this fidelity costs: the median seconds of training and evaluation.
+            "seconds": statistics.median(seconds[fidelity]) if seconds[fidelity] else None,
         }
         if fidelity != reference:
             entry["vs_reference"] = rank_agreement(means, ref_means)
@@ -462,7 +468,8 @@ def format_summary(summary: dict[str, Any], cost_ratio: float = 0.5) -> str:
         extra = f"seed-to-seed tau {seeds['tau']:+.2f}" if seeds else ""
         if noise is not None:
             extra += f"{', ' if extra else ''}spread/noise {noise:.1f}"
-        head = f"  {fidelity:<14} {entry['metric'] or '-':<6} {entry['architectures']:>3} archs  "
+        cost = f"{entry['seconds']:>6.1f} s" if entry.get("seconds") is not None else f"{'-':>8}"
+        head = f"  {fidelity:<14} {entry['metric'] or '-':<6} {entry['architectures']:>3} archs {cost}  "
         if fidelity == reference:
             lines.append(head + f"(reference) {extra}")
         else:
