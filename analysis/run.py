@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from nas.common.errors import UserError, first_line
 from nas.search.config import RungConfig
+from nas.search.correlation import MIN_PAIRS
 from nas.search.ladder import ladder_agreement
 from nas.search.leaderboard import leaderboard as rank_trials
 from nas.search.objective import COSTS, pareto_front
@@ -358,11 +359,11 @@ class Run:
 
     def rank_correlation(self) -> tuple[float, float, int]:
         """Kendall tau and Spearman rho between proxy and full mIoU of the promoted models (NaN
-        below two models) and how many models they cover."""
+        below three models) and how many models they cover."""
         from scipy.stats import kendalltau, spearmanr
 
         pairs = self.promoted_pairs()
-        if len(pairs) < 2:
+        if len(pairs) < MIN_PAIRS:  # two points always agree or disagree
             return math.nan, math.nan, len(pairs)
         tau = kendalltau(pairs["proxy_miou"], pairs["promoted_miou"]).statistic
         rho = spearmanr(pairs["proxy_miou"], pairs["promoted_miou"]).statistic

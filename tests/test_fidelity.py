@@ -158,10 +158,101 @@ def test_the_summary_judges_every_network_against_the_baseline_at_the_reference(
     assert by["better-noisy"]["beats"] is False and by["better-noisy"]["p_value"] > 0.05
     assert by["worse"]["beats"] is False and by["worse"]["flops_ratio"] == pytest.approx(2.0)
     text = format_summary(summarise_rows(rows, ["cheap", "ref"], "ref", baseline="base"))
-    assert "beside base at ref (mIoU 0.3050" in text and "1 of 3 beat it: better-cheap 0.4050" in text
+    assert "beside base at ref (mIoU 0.3050" in text
+    assert "1 of 3 beat it, 1 with Holm's correction for the 3 tests: better-cheap 0.4050" in text
+    assert by["better-cheap"]["beats_holm"] and by["worse"]["beats_holm"] is False
     assert "the best at <= 0.5x its FLOPs (2 networks): better-cheap" in text
+    one_seed = [r for r in rows if r["seed"] == 0 or r["name"] == "base"]  # the others: one seed each
+    text = format_summary(summarise_rows(one_seed, ["ref"], "ref", baseline="base"))
+    assert "beat it" not in text and "3 with too few seeds on one side to compare" in text
     assert summarise_rows(rows, ["ref"], "ref", baseline="absent")["versus_baseline"] is None
     assert summarise_rows(rows, ["ref"], "ref")["versus_baseline"] is None
+
+
+def test_seed_to_seed_pairs_values_by_seed_not_by_the_order_trials_finished():
+    values = {"a": (0.1, 0.5), "b": (0.2, 0.4), "c": (0.3, 0.3), "d": (0.4, 0.2)}  # seed 1 reverses seed 0
+    rows = [_row(n, "ref", s, miou=v[s]) for n, v in values.items() for s in ((1, 0) if n == "b" else (0, 1))]
+    summary = summarise_rows(rows, ["ref"], "ref")
+    assert summary["fidelities"]["ref"]["seed_to_seed"]["tau"] == pytest.approx(-1.0)
+    gap = [r for r in rows if not (r["name"] == "d" and r["seed"] == 1)]  # d lost seed 1: left out of the pair
+    assert summarise_rows(gap, ["ref"], "ref")["fidelities"]["ref"]["seed_to_seed"] == {
+        "tau": pytest.approx(-1.0),
+        "pairs": [pytest.approx(-1.0)],
+        "n": 3,
+    }
+
+
+def test_networks_that_share_a_name_are_kept_apart(tmp_path):
+    rows = [_row("x", "ref", s, miou=0.1 + s / 10) for s in (0, 1)]
+    rows += [{**_row("y", "ref", s, miou=0.5 + s / 100), "name": "x"} for s in (0, 1)]
+    rows += [_row("base", "ref", s, miou=0.3 + s / 100) for s in (0, 1)]
+    summary = summarise_rows(rows, ["ref"], "ref", baseline="base")
+    assert set(summary["means"]) == {"x (x)", "x (y)", "base"}
+    assert sorted(r["seeds"] for r in summary["versus_baseline"]["architectures"]) == [2, 2]
+    spec = tmp_path / "spinenet-twin.json"  # another network under a published network's name
+    twin = get_spec("spinenet-49").to_dict()
+    twin["blocks"][6]["dilation"] = 2
+    spec.write_text(json.dumps(twin))
+    config = FidelityConfig(
+        fidelities=("zc-params",),
+        reference="zc-params",
+        architectures=ArchitecturesConfig(published=("spinenet-49", str(spec)), random=1),
+    )
+    with pytest.raises(ConfigError, match="different networks share the name spinenet-49"):
+        architectures(config)
+
+
+def test_a_set_too_small_to_rank_is_refused_before_anything_is_written(tmp_path, capsys):
+    path = tmp_path / "small.yaml"
+    fields = {"fidelities": ["zc-params"], "reference": "zc-params"}
+    path.write_text(yaml.safe_dump({**fields, "architectures": {"published": ["spinenet-49"], "random": 1}}))
+    assert main(["fidelity", "--config", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "2 distinct networks; a ranking needs at least 3" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_results_files_with_wrong_types_or_no_reference_rows_are_one_error(tmp_path):
+    row = {"fidelity": "a", "seed": 0, "miou": 0.5}
+    for results, why in (
+        ({"n": [{**row, "fidelity": ["a"]}]}, "must be strings"),
+        ({"n": [{**row, "seed": "0"}]}, "seed must be an integer"),
+        ({"n": [row]}, "no result at its reference fidelity 'b'"),
+    ):
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({"results": results, "reference": "b" if "reference" in why else "a"}))
+        with pytest.raises(FidelityError, match=why):
+            summarise_file(bad)
+
+
+def test_an_unreachable_cluster_is_one_line_and_writes_nothing(tmp_path, capsys):
+    path = tmp_path / "gt.yaml"
+    path.write_text(yaml.safe_dump({"fidelities": ["zc-params"], "reference": "zc-params"}))
+    code = main(["fidelity", "--config", str(path), "--out", str(tmp_path / "out"), "--address", "127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines() == [err.strip()]  # the error is the only line
+    assert err.startswith("nas: error: cannot reach the Ray cluster at 127.0.0.1:1")
+    assert not (tmp_path / "out").exists()
+
+
+def test_rows_of_other_task_settings_are_refused_and_a_new_config_is_recorded(tmp_path, monkeypatch):
+    import nas.search.fidelity as fidelity
+
+    config = FidelityConfig(fidelities=("zc-params",), reference="zc-params", architectures=ArchitecturesConfig())
+    out = tmp_path / "gt"
+    monkeypatch.setattr(fidelity, "_train", lambda *args: None)  # what is recorded, not what is trained
+    monkeypatch.setattr(fidelity, "connect_ray", lambda *args: False)
+    measure(config, out, log=lambda _: None)
+    saved = yaml.safe_load((out / "fidelity.yaml").read_text())
+    assert saved["task_settings"]["optimizer"]["lr"] == load_task("synthetic").optimizer.lr
+    assert "root" not in saved["task_settings"]["dataset"]  # where the data lives does not change a trial
+    saved["task_settings"]["optimizer"]["lr"] *= 2  # as if measured with another learning rate
+    (out / "fidelity.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(FidelityError, match=r"other task settings \(optimizer\) than the task has now"):
+        measure(config, out, log=lambda _: None)
+    del saved["task_settings"]  # a directory from before the settings were recorded is taken as it is
+    (out / "fidelity.yaml").write_text(yaml.safe_dump(saved))
+    measure(replace(config, baseline="spinenet-49"), out, log=lambda _: None)
+    assert yaml.safe_load((out / "fidelity.yaml").read_text())["baseline"] == "spinenet-49"  # the config now
 
 
 def test_the_baseline_must_be_a_published_network_and_defaults_to_the_first():

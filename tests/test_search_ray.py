@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 import shutil
@@ -98,7 +99,7 @@ def test_a_search_on_local_ray_records_every_trial_and_nas_show_lists_them(tmp_p
     promoted = pd.read_parquet(tmp_path / "run" / "promoted.parquet")
     assert (promoted["status"] == "ok").all() and promoted["promoted_miou"].between(0, 1).all()
     assert list(promoted["proxy_miou"]) == list(best["miou"])
-    assert -1 <= summary.kendall_tau <= 1  # two models: tau is +-1
+    assert math.isnan(summary.kendall_tau)  # two models: too few to rank
     folder = tmp_path / "run" / "promoted" / best.iloc[0]["spec_hash"]
     model, _ = load_model(folder / "model.pt")
     assert model.spec.hash == best.iloc[0]["spec_hash"]  # full width: the searched spec itself

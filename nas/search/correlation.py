@@ -70,6 +70,8 @@ def spread_over_noise(by_arch: Sequence[Sequence[float]]) -> float | None:
 def format_agreement(stats: dict[str, Any]) -> str:
     """``tau 0.62 [0.41, 0.78], rho 0.80 [0.62, 0.90], n 40`` (the interval at the stats' level)."""
     if stats.get("tau") is None:
+        if stats.get("n", 0) >= MIN_PAIRS:
+            return f"no ranking (constant values), n {stats['n']}"
         return f"too few pairs (n {stats.get('n', 0)}, need {MIN_PAIRS})"
     flag = "  <- interval includes 0" if stats.get("includes_zero") else ""
     return (

@@ -37,8 +37,8 @@ from search_spaces import ArchSpec, SpecError, sample
 from search_spaces.mutations import mutate
 
 from .config import ResourcesConfig, SearchConfig, SpaceConfig, StorageConfig, resolve_ref
-from .correlation import format_agreement, rank_agreement, spread_over_noise
-from .promote import VERDICT_RULE, compare_seeds
+from .correlation import MIN_PAIRS, format_agreement, rank_agreement, spread_over_noise
+from .promote import ALPHA, VERDICT_RULE, compare_seeds
 from .run_dir import FIDELITY_CONFIG_NAME, FIDELITY_SUMMARY_NAME, TABLE_NAME
 from .runner import Job, config_spec, connect_ray, run_jobs
 from .status import OK, tune_status
@@ -165,6 +165,10 @@ def architectures(config: FidelityConfig) -> list[Architecture]:
     unique: dict[str, Architecture] = {}
     for arch in found:
         unique.setdefault(arch.spec.network_hash, arch)
+    labels = [arch.label for arch in unique.values()]
+    twins = sorted({label for label in labels if labels.count(label) > 1})
+    if twins:
+        raise ConfigError(f"architectures: different networks share the name {', '.join(twins)}")
     return list(unique.values())
 
 
@@ -198,6 +202,8 @@ def check(config: FidelityConfig) -> list[Architecture]:
     """Everything that can be checked before a write: the task, each fidelity, every spec at each."""
     task = load_task(config.task, config.data_root)
     archs = architectures(config)
+    if len(archs) < MIN_PAIRS:
+        raise ConfigError(f"architectures: {len(archs)} distinct networks; a ranking needs at least {MIN_PAIRS}")
     baseline_of(config, archs)
     for fidelity in config.fidelities:
         fid = task.fidelity(fidelity)
@@ -223,32 +229,34 @@ def measure(config: FidelityConfig | None, out: str | Path, address: str | None 
     archs = check(config)
     task = load_task(config.task, config.data_root)
     presets = {f: to_dict(task.preset(f)) for f in config.fidelities}
+    settings = training_settings(task)
     if saved_path.is_file():
         _check_presets(out, presets)
+        _check_settings(out, settings)
     store = _open_store(out)
     jobs = jobs_of(config, archs)
     done = {job_key(r) for r in store.rows if r["status"] == OK}
     todo = [(arch, job) for arch, job in jobs if job.id not in done]
-    log(
-        f"fidelity measurement {config.name!r}: {len(archs)} architectures, fidelities "
-        f"{', '.join(f'{f} x{config.seeds_of(f)}' for f in config.fidelities)}: {len(jobs)} trials "
-        f"({len(jobs) - len(todo)} done), task {config.task}"
-    )
-    if todo:
-        runner = config.runner_config()
-        connected = connect_ray(runner, address, log)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            saved_presets = _saved_presets(out)
-            with atomic_path(saved_path) as tmp:
-                record = {**to_dict(config), "presets": {**saved_presets, **presets}}
-                tmp.write_text(yaml.safe_dump(record, sort_keys=False))
+    runner = config.runner_config()
+    connected = connect_ray(runner, address, log) if todo else False  # an unreachable cluster: one line
+    try:
+        log(
+            f"fidelity measurement {config.name!r}: {len(archs)} architectures, fidelities "
+            f"{', '.join(f'{f} x{config.seeds_of(f)}' for f in config.fidelities)}: {len(jobs)} trials "
+            f"({len(jobs) - len(todo)} done), task {config.task}"
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        # The config that made the directory's summary, also when it only regrouped what is there.
+        with atomic_path(saved_path) as tmp:
+            record = {**to_dict(config), "presets": {**_saved_presets(out), **presets}, "task_settings": settings}
+            tmp.write_text(yaml.safe_dump(json_ready(record), sort_keys=False))
+        if todo:
             _train(todo, runner, task.to_dict(), out, store, log)
-        finally:
-            if connected:
-                import ray
+    finally:
+        if connected:
+            import ray
 
-                ray.shutdown()
+            ray.shutdown()
     rows = _rows_of(store.rows, jobs)
     summary = summarise_rows(rows, config.fidelities, config.reference, baseline_of(config, archs))
     write_json(out / FIDELITY_SUMMARY_NAME, summary)
@@ -282,6 +290,32 @@ def _check_presets(out: Path, presets: dict[str, Any]) -> None:
         raise FidelityError(
             f"{out}: its {', '.join(changed)} trials were run with other settings of that preset than the "
             f"task has now; measure into a new folder"
+        )
+
+
+# The task's settings that change what a trial measures besides its preset (where the data lives,
+# how many loader processes and the evaluation batch do not).
+TRAINING_SETTINGS = ("dataset", "optimizer", "augment", "precision", "ignore_index", "seed")
+
+
+def training_settings(task) -> dict[str, Any]:
+    settings = {key: value for key, value in task.to_dict().items() if key in TRAINING_SETTINGS}
+    settings["dataset"] = {key: value for key, value in settings["dataset"].items() if key != "root"}
+    return json_ready(settings)
+
+
+def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Refuse to add to rows measured on another task, data or optimiser (a directory written before
+    these were recorded is taken as it is)."""
+    path = out / FIDELITY_CONFIG_NAME
+    saved = read_mapping(path, FidelityError, "damaged fidelity config").get("task_settings")
+    if saved is None:
+        return
+    changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+    if changed:
+        raise FidelityError(
+            f"{out}: its rows were measured with other task settings ({', '.join(changed)}) than the task "
+            f"has now; measure into a new folder"
         )
 
 
@@ -337,9 +371,10 @@ def _train(todo, runner: SearchConfig, task: dict[str, Any], out: Path, store: R
 def _saved_config(out: Path) -> FidelityConfig:
     path = out / FIDELITY_CONFIG_NAME
     if not path.is_file():
-        raise FidelityError(f"{out}: nothing to resume (no {FIDELITY_CONFIG_NAME}); start it with --config")
+        raise FidelityError(f"{out}: not a fidelity measurement (no {FIDELITY_CONFIG_NAME}); start one with --config")
     data = read_mapping(path, FidelityError, "damaged fidelity config")
     data.pop("presets", None)
+    data.pop("task_settings", None)
     try:
         return from_dict(FidelityConfig, data)
     except ConfigError as exc:
@@ -369,7 +404,7 @@ def summarise_rows(
 ) -> dict:
     """The summary of a measurement's rows (see the module docstring); JSON-ready. With a ``baseline``
     (an architecture's name) it also judges every architecture against it at the reference."""
-    by: dict[str, dict[str, list[float]]] = {f: {} for f in fidelities}
+    by: dict[str, dict[str, dict[int, float]]] = {f: {} for f in fidelities}  # fidelity -> hash -> seed -> value
     names: dict[str, str] = {}
     metric: dict[str, str] = {}
     seconds: dict[str, list[float]] = {f: [] for f in fidelities}
@@ -384,19 +419,19 @@ def summarise_rows(
             continue
         names.setdefault(row["spec_hash"], row["name"])
         metric.setdefault(row["fidelity"], metric_of(row["fidelity"], row))
-        by[row["fidelity"]].setdefault(row["spec_hash"], []).append(value)
+        by[row["fidelity"]].setdefault(row["spec_hash"], {})[int(row["seed"])] = value
     order = list(names)
     ref = by.get(reference, {})
-    ref_means = [_mean(ref.get(h)) for h in order]
+    ref_means = [_mean_of(ref.get(h)) for h in order]
     per_fidelity = {}
     for fidelity in fidelities:
         values = by[fidelity]
-        means = [_mean(values.get(h)) for h in order]
+        means = [_mean_of(values.get(h)) for h in order]
         entry: dict[str, Any] = {
             "metric": metric.get(fidelity),
             "architectures": sum(m is not None for m in means),
             "seed_to_seed": _seed_to_seed(values, order),
-            "spread_over_noise": spread_over_noise([values.get(h, []) for h in order]),
+            "spread_over_noise": spread_over_noise([list(values.get(h, {}).values()) for h in order]),
             # What a trial at this fidelity costs: the median seconds of training and evaluation.
             "seconds": statistics.median(seconds[fidelity]) if seconds[fidelity] else None,
         }
@@ -406,7 +441,7 @@ def summarise_rows(
     return {
         "reference": reference,
         "fidelities": per_fidelity,
-        "means": {names[h]: {f: _mean(by[f].get(h)) for f in fidelities} for h in order},
+        "means": {_label(names, h): {f: _mean_of(by[f].get(h)) for f in fidelities} for h in order},
         "versus_baseline": versus_baseline(rows, reference, baseline) if baseline else None,
     }
 
@@ -417,22 +452,26 @@ def versus_baseline(rows: list[dict[str, Any]], reference: str, baseline: str) -
     that beats the baseline, and at what cost. None when the baseline has no reference rows."""
     mious: dict[str, list[float]] = {}
     flops: dict[str, float] = {}
+    names: dict[str, str] = {}
     for row in rows:
         if row["status"] == OK and row["fidelity"] == reference and _finite(row.get("miou")):
-            mious.setdefault(row["name"], []).append(float(row["miou"]))
+            mious.setdefault(row["spec_hash"], []).append(float(row["miou"]))
+            names.setdefault(row["spec_hash"], row["name"])
             if _finite(row.get("flops")):
-                flops.setdefault(row["name"], float(row["flops"]))
-    if baseline not in mious:
+                flops.setdefault(row["spec_hash"], float(row["flops"]))
+    base = next((h for h, name in names.items() if name == baseline), None)
+    if base is None:
         return None
-    theirs, their_flops = mious[baseline], flops.get(baseline)
+    theirs, their_flops = mious[base], flops.get(base)
     others = []
-    for name, ours in mious.items():
-        if name == baseline:
+    for h, ours in mious.items():
+        if h == base:
             continue
         result = compare_seeds(ours, theirs)
-        ratio = flops[name] / their_flops if name in flops and their_flops else None
-        others.append({"name": name, **result, "flops_ratio": ratio})
+        ratio = flops[h] / their_flops if h in flops and their_flops else None
+        others.append({"name": _label(names, h), **result, "flops_ratio": ratio})
     others.sort(key=lambda r: -(r["mean"] if r["mean"] is not None else -math.inf))
+    _holm(others)
     return {
         "baseline": baseline,
         "fidelity": reference,
@@ -444,17 +483,40 @@ def versus_baseline(rows: list[dict[str, Any]], reference: str, baseline: str) -
     }
 
 
-def _seed_to_seed(values: dict[str, list[float]], order: list[str]) -> dict[str, Any] | None:
-    """Kendall tau between one seed's ranking and another's, for every pair of seeds the architectures
-    share (``pairs``) and their mean (``tau``): the most any cheaper fidelity can agree with this one."""
-    archs = [h for h in order if len(values.get(h, [])) >= 2]
-    seeds = min((len(values[h]) for h in archs), default=0)
-    taus = [
-        rank_agreement([values[h][a] for h in archs], [values[h][b] for h in archs], resamples=0)["tau"]
-        for a, b in itertools.combinations(range(seeds), 2)
-    ]
-    taus = [t for t in taus if t is not None]
-    return {"tau": statistics.fmean(taus), "pairs": taus, "n": len(archs)} if taus else None
+def _holm(results: list[dict[str, Any]], alpha: float = ALPHA) -> None:
+    """Set ``beats_holm`` on each result: whether it beats the baseline once Holm's step-down
+    correction accounts for testing all of them (the chance of any false "beats" in the set kept
+    under ``alpha``); None where a test could not be made."""
+    tested = sorted((r for r in results if r["p_value"] is not None), key=lambda r: r["p_value"])
+    still = True
+    for rank, r in enumerate(tested):
+        still = still and r["p_value"] < alpha / (len(tested) - rank)
+        r["beats_holm"] = still
+    for r in results:
+        r.setdefault("beats_holm", None)
+
+
+def _seed_to_seed(values: dict[str, dict[int, float]], order: list[str]) -> dict[str, Any] | None:
+    """Kendall tau between the ranking of one seed and that of another, over the architectures that
+    have both seeds, for every pair of seeds (``pairs``) and their mean (``tau``); ``n`` the most
+    architectures a pair covered. How far the fidelity's own noise reorders it: a reference for the
+    agreement of single-seed rankings (a ranking by the mean over seeds is less noisy than either)."""
+    seeds = sorted({seed for h in order for seed in values.get(h, {})})
+    taus, n = [], 0
+    for a, b in itertools.combinations(seeds, 2):
+        both = [h for h in order if a in values.get(h, {}) and b in values.get(h, {})]
+        tau = rank_agreement([values[h][a] for h in both], [values[h][b] for h in both], resamples=0)["tau"]
+        if tau is not None:
+            taus.append(tau)
+            n = max(n, len(both))
+    return {"tau": statistics.fmean(taus), "pairs": taus, "n": n} if taus else None
+
+
+def _label(names: dict[str, str], spec_hash: str) -> str:
+    """An architecture's name, with its hash where another architecture has the same name."""
+    name = names[spec_hash]
+    twins = sum(other == name for other in names.values())
+    return name if twins == 1 else f"{name} ({spec_hash[:10]})"
 
 
 def format_summary(summary: dict[str, Any], cost_ratio: float = 0.5) -> str:
@@ -488,13 +550,21 @@ def _format_versus(versus: dict[str, Any], cost_ratio: float) -> list[str]:
         return f"{r['name']} {r['mean']:.4f}{spread} ({p_value}{ratio})"
 
     others = versus["architectures"]
-    beating = [r for r in others if r["beats"]]
+    compared = [r for r in others if r["beats"] is not None]
+    beating = [r for r in compared if r["beats"]]
     spread = f" ± {versus['std']:.3f}" if versus["std"] is not None else ""
     lines = [
         f"beside {versus['baseline']} at {versus['fidelity']} (mIoU {versus['mean']:.4f}{spread} over "
-        f"{versus['seeds']} seeds); {VERDICT_RULE}:",
-        f"  {len(beating)} of {len(others)} beat it" + (": " + "; ".join(map(one, beating)) if beating else ""),
+        f"{versus['seeds']} seeds); {VERDICT_RULE}:"
     ]
+    if compared:
+        holm = sum(bool(r.get("beats_holm")) for r in compared)
+        lines.append(
+            f"  {len(beating)} of {len(compared)} beat it, {holm} with Holm's correction for the {len(compared)} tests"
+            + (": " + "; ".join(map(one, beating)) if beating else "")
+        )
+    if len(compared) < len(others):
+        lines.append(f"  {len(others) - len(compared)} with too few seeds on one side to compare")
     cheap = [r for r in others if r["flops_ratio"] is not None and r["flops_ratio"] <= cost_ratio]
     if cheap:
         lines.append(f"  the best at <= {cost_ratio:g}x its FLOPs ({len(cheap)} networks): {one(cheap[0])}")
@@ -523,9 +593,16 @@ def summarise_file(path: str | Path) -> dict[str, Any]:
             for name, runs in results.items()
             for r in runs
         ]
+        for r in rows:
+            if not all(isinstance(r[k], str) for k in ("spec_hash", "fidelity", "status")):
+                raise TypeError("spec_hash, fidelity and status must be strings")
+            if not isinstance(r["seed"], int) or isinstance(r["seed"], bool):
+                raise TypeError("seed must be an integer")
+        fidelities = sorted({r["fidelity"] for r in rows}, key=lambda f: (f == reference, f))
+        if reference not in fidelities:
+            raise ValueError(f"no result at its reference fidelity {reference!r}")
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise FidelityError(f"{path}: not a fidelity results file ({type(exc).__name__}: {first_line(exc)})") from None
-    fidelities = sorted({r["fidelity"] for r in rows}, key=lambda f: (f == reference, f))
     baseline = next((name for name in results if name.startswith("deeplabv3-")), None)
     return summarise_rows(rows, fidelities, reference, baseline)
 
@@ -541,6 +618,10 @@ def read_summary(out: str | Path) -> dict[str, Any]:
 
 def _mean(values: list[float] | None) -> float | None:
     return statistics.fmean(values) if values else None
+
+
+def _mean_of(by_seed: dict[int, float] | None) -> float | None:
+    return _mean(list(by_seed.values())) if by_seed else None
 
 
 def _finite(value: Any) -> bool:

@@ -42,6 +42,7 @@ from proxy_tasks.task import load_task, scale_spec
 from search_spaces import ArchSpec, SpecError
 
 from .config import DEFAULT_BASELINES, MAX_SEED
+from .correlation import MIN_PAIRS
 from .distributed import Workers, check_batch_split, connect_for_workers, train_data_parallel
 from .leaderboard import leaderboard, trials_frame
 from .objective import finite_or_none, pareto_front
@@ -579,7 +580,7 @@ def _summarise(chosen: pd.DataFrame, models: list[Model], run_dir: Path, fidelit
         evaluation=_evaluation_labels(seed_rows),
     )
     ok = [r for r in rows if r["status"] == OK and r["promoted_miou"] is not None]
-    if len(ok) >= 2:
+    if len(ok) >= MIN_PAIRS:  # two points always agree or disagree
         proxy, full = [r["proxy_miou"] for r in ok], [r["promoted_miou"] for r in ok]
         summary.kendall_tau = float(kendalltau(proxy, full).statistic)
         summary.spearman_rho = float(spearmanr(proxy, full).statistic)
