@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 from scipy.stats import kendalltau
@@ -228,3 +229,43 @@ def test_a_rung_sends_up_at_most_keep_of_the_budget_even_when_every_result_beats
     capped = [goes_up(r, rows[: i + 1], rung, baseline=False, quota=3) for i, r in enumerate(rows)]
     assert capped == [True] * 3 + [False] * 9
     assert rung_quotas((RungConfig("a", keep=0.25), RungConfig("b", keep=0.5)), 24) == [6, 3]
+
+
+def _goes_up_by_definition(row, rows, rung, baseline, quota):
+    """The rule as stated, replayed from scratch for every earlier candidate (quadratic)."""
+
+    def within(r, upto):
+        values = [rank_value(x, rung.metric) for x in upto if x["status"] == "ok" and x["rung"] == r["rung"]]
+        values = [v for v in values if v is not None]
+        mine = rank_value(r, rung.metric)
+        return mine is not None and sum(v > mine for v in values) < math.ceil(rung.keep * len(values))
+
+    if row["status"] != "ok":
+        return False
+    if baseline:
+        return True
+    i = rows.index(row)
+    sent = 0
+    for j, earlier in enumerate(rows[:i]):
+        if earlier["rung"] == row["rung"] and earlier["status"] == "ok" and earlier["origin"] != "baseline":
+            sent += sent < quota and within(earlier, rows[: j + 1])
+    return within(row, rows[: i + 1]) and sent < quota
+
+
+def test_the_one_pass_decision_is_the_rule_replayed_from_scratch():
+    rng = random.Random(0)
+    rung = RungConfig("zc", keep=0.3)
+    for _ in range(20):
+        rows = []
+        for i in range(60):
+            status = rng.choice(["ok"] * 8 + ["failed"])
+            score = rng.choice([None, *range(10)]) if status == "ok" else None  # ties and missing values
+            origin = "baseline" if rng.random() < 0.1 else "random"
+            rows.append(
+                {"trial_id": i, "status": status, "rung": rng.choice([0, 0, 1]), "score": score, "origin": origin}
+            )
+        quota = rng.choice([3, 8, 100])
+        for i, row in enumerate(rows):
+            baseline = row["origin"] == "baseline"
+            expected = _goes_up_by_definition(row, rows[: i + 1], rung, baseline, quota)
+            assert goes_up(row, rows[: i + 1], rung, baseline, quota) == expected

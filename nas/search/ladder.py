@@ -19,6 +19,7 @@ the rung saw, which lowers the correlations).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -49,34 +50,33 @@ def goes_up(
 ) -> bool:
     """Whether the candidate of ``row`` (at ``rung``, not the top) goes up; ``rows``: the table up to
     and including ``row``. ``quota``: the most candidates (baselines aside) this rung sends up over the
-    whole search, `rung_quotas`; once that many have gone up, no more do."""
+    whole search, `rung_quotas`; once that many have gone up, no more do. One pass over the table:
+    each earlier candidate's decision is replayed against the values its rung held when it arrived."""
     if row["status"] != OK:
         return False
     if baseline:
         return True
-    if not _ranks_within(row, rows, rung):
-        return False
-    if quota is None:
-        return True
-    level, gone_up = rung_of(row), 0
-    for i, earlier in enumerate(rows):
-        if earlier is row or earlier.get("trial_id") == row.get("trial_id"):
-            break
-        if rung_of(earlier) == level and earlier["status"] == OK and earlier.get("origin") != "baseline":
-            gone_up += gone_up < quota and _ranks_within(earlier, rows[: i + 1], rung)
-    return gone_up < quota
+    level, cap = rung_of(row), math.inf if quota is None else quota
+    arrived: list[float] = []  # the values of the rung so far, sorted
+    sent = 0
+    for earlier in rows:
+        if rung_of(earlier) != level or earlier["status"] != OK:
+            continue
+        value = rank_value(earlier, rung.metric)
+        if value is not None:
+            bisect.insort(arrived, value)
+        if earlier is row or (row.get("trial_id") is not None and earlier.get("trial_id") == row["trial_id"]):
+            return value is not None and _within(value, arrived, rung.keep) and sent < cap
+        if earlier.get("origin") != "baseline" and value is not None and sent < cap:
+            sent += _within(value, arrived, rung.keep)
+    mine = rank_value(row, rung.metric)  # a row not in ``rows``: judged against all of them
+    return mine is not None and _within(mine, arrived, rung.keep) and sent < cap
 
 
-def _ranks_within(row: dict[str, Any], rows: Sequence[dict[str, Any]], rung: RungConfig) -> bool:
-    """Whether ``row``'s value is within the best ``ceil(keep * n)`` of the n values of its rung in ``rows``."""
-    mine = rank_value(row, rung.metric)
-    if mine is None:
-        return False
-    level = rung_of(row)
-    values = [rank_value(r, rung.metric) for r in rows if r["status"] == OK and rung_of(r) == level]
-    values = [v for v in values if v is not None]
-    better = sum(v > mine for v in values)
-    return better < math.ceil(rung.keep * len(values))
+def _within(value: float, arrived: list[float], keep: float) -> bool:
+    """Whether ``value`` is within the best ``ceil(keep * n)`` of the n sorted values ``arrived``."""
+    better = len(arrived) - bisect.bisect_right(arrived, value)
+    return better < math.ceil(keep * len(arrived))
 
 
 def rung_quotas(ladder: Sequence[RungConfig], budget: int) -> list[int]:
