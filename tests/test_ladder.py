@@ -167,6 +167,10 @@ def test_ladder_agreement_is_kendall_tau_over_the_candidates_at_both_rungs(tmp_p
     assert report[0]["evaluated"] == 40 and report[0]["went_up"] == len(both) == report[0]["n"]
     assert report[0]["tau"] == pytest.approx(kendalltau([zero[h] for h in both], [one[h] for h in both]).statistic)
     assert report[0]["tau_low"] <= report[0]["tau"] <= report[0]["tau_high"]
+    lost = next(r for r in rows if r["rung"] == 1)  # a candidate that went up and failed there
+    failed = [{**r, "status": "failed", "objective": None} if r is lost else r for r in rows]
+    again = ladder_agreement(failed, LADDER, "full")[0]
+    assert again["went_up"] == len(both) and again["n"] == len(both) - 1
 
 
 # ---------------------------------------------------------------------------------- config

@@ -332,7 +332,7 @@ def same_preset(saved: dict[str, Any], current: dict[str, Any]) -> bool:
 
 def _train(todo, runner: SearchConfig, task: dict[str, Any], out: Path, store: ResultsStore, log) -> None:
     arch_of = {job.id: arch for arch, job in todo}
-    started, total = time.time(), len(todo)
+    started, total, finished = time.time(), len(todo), set()
 
     def record(job: Job, result: dict[str, Any], error: bool, saved: Path | None) -> None:
         trial_id, arch = 1 + max((r["trial_id"] for r in store.rows), default=-1), arch_of[job.id]
@@ -360,9 +360,10 @@ def _train(todo, runner: SearchConfig, task: dict[str, Any], out: Path, store: R
             finished_at=datetime.now(timezone.utc),
         )
         store.append(row)
+        finished.add(job.id)
         log(
             f"  {arch.label:<28} {job.fidelity:<14} seed {job.seed}  {metric_of(job.fidelity, row)} "
-            f"{_fmt(value_of(row))}  {status}  ({sum(j in arch_of for j in map(job_key, store.rows))}/{total})"
+            f"{_fmt(value_of(row))}  {status}  ({len(finished)}/{total})"
         )
 
     run_jobs([job for _, job in todo], runner, task, out, record)

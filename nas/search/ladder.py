@@ -96,9 +96,13 @@ def ladder_agreement(rows: Sequence[dict[str, Any]], ladder: Sequence[RungConfig
     metrics = [r.metric for r in ladder] + ["auto"]
     fidelities = [r.fidelity for r in ladder] + [top]
     by_rung: list[dict[str, float]] = [{} for _ in fidelities]
+    reached: list[set[str]] = [set() for _ in fidelities]  # every candidate with a finished trial there
     for row in rows:
         level = rung_of(row)
-        if row["status"] == DUPLICATE or row["status"] != OK or level >= len(fidelities):
+        if row["status"] == DUPLICATE or level >= len(fidelities):
+            continue
+        reached[level].add(row["spec_hash"])
+        if row["status"] != OK:
             continue
         value = rank_value(row, metrics[level])
         if value is not None:
@@ -114,7 +118,7 @@ def ladder_agreement(rows: Sequence[dict[str, Any]], ladder: Sequence[RungConfig
                 "fidelity": fidelities[level],
                 "next_fidelity": fidelities[level + 1],
                 "evaluated": len(low),
-                "went_up": len(both),
+                "went_up": len(reached[level + 1]),  # failed ones too (``n``: those with values at both)
                 **stats,
             }
         )
