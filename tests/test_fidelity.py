@@ -59,10 +59,10 @@ def test_rank_agreement_matches_scipy_and_its_interval_holds_the_estimate():
     assert "tau +0.71" in format_agreement(stats)
 
 
-def test_rank_agreement_flags_an_interval_that_includes_zero_and_drops_non_finite_pairs():
+def test_rank_agreement_flags_an_interval_that_includes_zero_and_drops_pairs_without_a_number():
     noise = rank_agreement([1, 2, 3, 4, 5, 6], [3, 1, 6, 2, 5, 4])
     assert noise["includes_zero"] is True and "includes 0" in format_agreement(noise)
-    partial = rank_agreement([1, 2, math.nan, 4, None], [1, 2, 3, math.inf, 5])
+    partial = rank_agreement([1, 2, math.nan, 4, None], [1, 2, 3, math.nan, 5])
     assert partial["n"] == 2 and partial["tau"] is None  # two pairs: too few to say anything
     assert "too few pairs" in format_agreement(partial)
 
@@ -167,6 +167,14 @@ def test_the_summary_judges_every_network_against_the_baseline_at_the_reference(
     assert "beat it" not in text and "3 with too few seeds on one side to compare" in text
     assert summarise_rows(rows, ["ref"], "ref", baseline="absent")["versus_baseline"] is None
     assert summarise_rows(rows, ["ref"], "ref")["versus_baseline"] is None
+
+
+def test_an_infinite_score_ranks_at_its_end_rather_than_dropping_out():
+    rows = [_row(n, "ref", 0, miou=m) for n, m in (("a", 0.1), ("b", 0.2), ("c", 0.3), ("d", 0.4))]
+    rows += [_row(n, "zc", 0, score=v) for n, v in (("a", -math.inf), ("b", 1.0), ("c", 2.0), ("d", math.inf))]
+    rows += [_row("e", "zc", 0, score=math.nan), _row("e", "ref", 0, miou=0.0)]  # NaN has no place: left out
+    agreement = summarise_rows(rows, ["zc", "ref"], "ref")["fidelities"]["zc"]["vs_reference"]
+    assert agreement["n"] == 4 and agreement["tau"] == pytest.approx(1.0)
 
 
 def test_seed_to_seed_pairs_values_by_seed_not_by_the_order_trials_finished():

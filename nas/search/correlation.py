@@ -24,12 +24,12 @@ MIN_PAIRS = 3  # below this a rank correlation says nothing (two points always a
 def rank_agreement(
     x: Sequence[float], y: Sequence[float], level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0
 ) -> dict[str, Any]:
-    """Kendall tau and Spearman rho of the pairs (x[i], y[i]) whose values are both finite, each with
+    """Kendall tau and Spearman rho of the pairs (x[i], y[i]) whose values are both numbers, each with
     its bootstrap interval (``*_low``, ``*_high``), ``n`` the pairs used and ``includes_zero``: whether
     the tau interval includes 0. With fewer than `MIN_PAIRS` pairs every figure is None."""
     from scipy.stats import kendalltau, spearmanr
 
-    pairs = [(float(a), float(b)) for a, b in zip(x, y) if _finite(a) and _finite(b)]
+    pairs = [(float(a), float(b)) for a, b in zip(x, y) if _rankable(a) and _rankable(b)]
     result: dict[str, Any] = {"n": len(pairs), "level": level}
     for key in ("tau", "tau_low", "tau_high", "rho", "rho_low", "rho_high", "includes_zero"):
         result[key] = None
@@ -42,7 +42,7 @@ def rank_agreement(
     taus, rhos = [], []
     for _ in range(resamples):
         pick = rng.integers(0, len(a), len(a))
-        if np.ptp(a[pick]) == 0 or np.ptp(b[pick]) == 0:
+        if (a[pick] == a[pick][0]).all() or (b[pick] == b[pick][0]).all():
             continue  # a resample of one repeated value has no ranking
         taus.append(kendalltau(a[pick], b[pick]).statistic)
         rhos.append(spearmanr(a[pick], b[pick]).statistic)
@@ -82,6 +82,15 @@ def format_agreement(stats: dict[str, Any]) -> str:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:+.2f}"
+
+
+def _rankable(value: Any) -> bool:
+    """A number that has a place in a ranking: an infinity does (a singular NASWOT kernel scores -inf,
+    the lowest), NaN does not."""
+    try:
+        return value is not None and not math.isnan(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _finite(value: Any) -> bool:

@@ -392,12 +392,22 @@ def _open_store(out: Path) -> ResultsStore:
 # ---------------------------------------------------------------------------------- summarising
 def metric_of(fidelity: str, row: dict[str, Any]) -> str:
     """What ranks architectures at a fidelity: the zero-cost score of a training-free one, else mIoU."""
-    return "score" if _finite(row.get("score")) else "miou"
+    return "score" if _number(row.get("score")) else "miou"
 
 
 def value_of(row: dict[str, Any]) -> float | None:
-    value = row.get("score") if _finite(row.get("score")) else row.get("miou")
-    return float(value) if _finite(value) else None
+    """The row's ranking value: its score (an infinite one included: a singular NASWOT kernel's -inf
+    is the lowest score, not a missing one), else its finite mIoU."""
+    if _number(row.get("score")):
+        return float(row["score"])
+    return float(row["miou"]) if _finite(row.get("miou")) else None
+
+
+def _number(value: Any) -> bool:
+    try:
+        return value is not None and not math.isnan(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def summarise_rows(
