@@ -110,6 +110,16 @@ def test_the_ground_truth_config_measures_40_distinct_networks_in_a_fixed_order(
     assert len(jobs) == 40 * (7 + 2) and len({job.id for _, job in jobs}) == len(jobs)
 
 
+def test_the_gpu_ground_truth_measures_the_same_networks_eight_to_a_gpu():
+    cpu = load_fidelity_config(ROOT / "launch" / "configs" / "ground-truth-cpu.yaml")
+    gpu = load_fidelity_config(ROOT / "launch" / "configs" / "ground-truth-gpu.yaml")
+    assert [a.spec.hash for a in architectures(gpu)] == [a.spec.hash for a in architectures(cpu)]
+    assert gpu.reference == "full-1k" and gpu.seeds_of("full-1k") == 2 and "promote-cpu" in gpu.fidelities
+    assert gpu.resources.gpus_per_trial * gpu.resources.max_concurrent == 1.0
+    assert len(jobs_of(gpu, architectures(gpu))) == 40 * (6 + 2 + 1 + 2)
+    check(gpu)  # every network at every fidelity of the task
+
+
 def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="reference"):
         FidelityConfig(fidelities=("proxy",), reference="full")
