@@ -25,6 +25,7 @@ from nas.search.fidelity import (
     jobs_of,
     load_fidelity_config,
     measure,
+    read_summary,
     same_preset,
     summarise_file,
     summarise_rows,
@@ -290,6 +291,31 @@ def test_the_stored_gpu_results_reproduce_the_readme_figures():
     assert proxy["seed_to_seed"]["tau"] == pytest.approx(0.81, abs=5e-3)
     assert proxy["spread_over_noise"] == pytest.approx(3.18, abs=5e-3)
     assert summary["fidelities"]["full-1k"]["seed_to_seed"]["tau"] == pytest.approx(0.857, abs=5e-4)
+
+
+def test_the_stored_cpu_ground_truth_reproduces_the_readme_figures():
+    """The README's CPU ground-truth figures, as `nas fidelity --results` computes them from the
+    stored rows (19 of its 40 networks so far: this pins what the README says, and moves with it)."""
+    summary = read_summary(RESULTS / "ground-truth-cpu")
+    fidelities = summary["fidelities"]
+    assert fidelities["promote-cpu"]["architectures"] == 19
+    assert fidelities["promote-cpu"]["seed_to_seed"]["tau"] == pytest.approx(0.684, abs=5e-4)
+    proxy = fidelities["proxy"]["vs_reference"]
+    assert (proxy["n"], proxy["tau"], proxy["tau_low"], proxy["rho"]) == pytest.approx(
+        (19, 0.719, 0.535, 0.870), abs=5e-4
+    )
+    taus = {f: fidelities[f]["vs_reference"]["tau"] for f in fidelities if f.startswith("zc-")}
+    expected = {
+        "params": 0.064,
+        "flops": 0.181,
+        "synflow": -0.275,
+        "naswot": 0.135,
+        "grad-norm": -0.322,
+        "snip": -0.275,
+    }
+    assert taus == pytest.approx({f"zc-{k}": v for k, v in expected.items()}, abs=5e-4)
+    assert all(fidelities[f]["vs_reference"]["tau_high"] < 0.5 for f in taus)  # none could reach 0.6
+    assert not any(r["beats"] for r in summary["versus_baseline"]["architectures"])
 
 
 def test_a_file_that_is_not_a_results_file_is_one_error(tmp_path, capsys):
