@@ -273,3 +273,22 @@ def test_the_one_pass_decision_is_the_rule_replayed_from_scratch():
             baseline = row["origin"] == "baseline"
             expected = _goes_up_by_definition(row, rows[: i + 1], rung, baseline, quota)
             assert goes_up(row, rows[: i + 1], rung, baseline, quota) == expected
+
+
+def test_a_baseline_that_is_evolutions_seed_still_goes_up_every_rung_outside_the_cap(tmp_path):
+    baseline = get_spec("deeplabv3-resnet50")
+    controller = STRATEGIES["evolution"](SPACE, 3, population=6, sample_size=3, seeds=(baseline,))
+    search = Search(tmp_path / "run", controller, Objective(), 16, (baseline,), fidelity="full", ladder=LADDER)
+    assert not search.baselines  # the strategy asks for it, as a seed, not the search
+
+    def worst_baseline(candidate):
+        outcome = evaluate(candidate)
+        if candidate.spec.hash == baseline.hash and candidate.rung == 0:
+            return Outcome({**outcome.metrics, "score": -1e9})  # last at the cheapest rung
+        return outcome
+
+    evaluate_in_process(search, worst_baseline)
+    rows = search.store.rows
+    assert all(any(r["spec_hash"] == baseline.hash and r["rung"] == k for r in rows) for k in range(3))
+    others_up = {r["spec_hash"] for r in rows if r["rung"] == 1 and r["spec_hash"] != baseline.hash}
+    assert len(others_up) == rung_quotas(LADDER, 16)[0]  # the whole quota: the baseline takes none of it

@@ -46,12 +46,18 @@ def rank_value(row: dict[str, Any], metric: str = "auto") -> float | None:
 
 
 def goes_up(
-    row: dict[str, Any], rows: Sequence[dict[str, Any]], rung: RungConfig, baseline: bool, quota: int | None = None
+    row: dict[str, Any],
+    rows: Sequence[dict[str, Any]],
+    rung: RungConfig,
+    baseline: bool,
+    quota: int | None = None,
+    baselines: frozenset[str] = frozenset(),
 ) -> bool:
     """Whether the candidate of ``row`` (at ``rung``, not the top) goes up; ``rows``: the table up to
-    and including ``row``. ``quota``: the most candidates (baselines aside) this rung sends up over the
-    whole search, `rung_quotas`; once that many have gone up, no more do. One pass over the table:
-    each earlier candidate's decision is replayed against the values its rung held when it arrived."""
+    and including ``row``. ``quota``: the most candidates (baselines aside: rows of origin "baseline"
+    or of a spec hash in ``baselines``) this rung sends up over the whole search, `rung_quotas`; once
+    that many have gone up, no more do. One pass over the table: each earlier candidate's decision is
+    replayed against the values its rung held when it arrived."""
     if row["status"] != OK:
         return False
     if baseline:
@@ -67,7 +73,8 @@ def goes_up(
             bisect.insort(arrived, value)
         if earlier is row or (row.get("trial_id") is not None and earlier.get("trial_id") == row["trial_id"]):
             return value is not None and _within(value, arrived, rung.keep) and sent < cap
-        if earlier.get("origin") != "baseline" and value is not None and sent < cap:
+        is_baseline = earlier.get("origin") == "baseline" or earlier.get("spec_hash") in baselines
+        if not is_baseline and value is not None and sent < cap:
             sent += _within(value, arrived, rung.keep)
     mine = rank_value(row, rung.metric)  # a row not in ``rows``: judged against all of them
     return mine is not None and _within(mine, arrived, rung.keep) and sent < cap

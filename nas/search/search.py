@@ -113,6 +113,9 @@ class Search:
         self.stopped = False  # no new candidates (time limit, or the user stopped the search)
         seeded = {s.hash for s in controller.seed_specs}
         self.baselines = [b for b in baselines if b.hash not in seeded]  # evolution trains its seeds itself
+        # A baseline is one on the ladder (it goes up every rung, outside the cap) also where it is
+        # evolution's seed, asked by the strategy rather than by the search.
+        self.baseline_hashes = frozenset(b.hash for b in baselines)
         self.baselines_asked = 0
         if self.state_path.exists():
             self._resume()
@@ -244,7 +247,8 @@ class Search:
         if candidate.rung < len(self.ladder):
             upto = next(i for i, r in enumerate(self.store.rows) if r["trial_id"] == row["trial_id"])
             rung, quota = self.ladder[candidate.rung], rung_quotas(self.ladder, self.budget)[candidate.rung]
-            if goes_up(row, self.store.rows[: upto + 1], rung, candidate.origin == "baseline", quota):
+            baseline = candidate.origin == "baseline" or candidate.spec.hash in self.baseline_hashes
+            if goes_up(row, self.store.rows[: upto + 1], rung, baseline, quota, self.baseline_hashes):
                 self.rerun.append(replace(candidate, id=self.next_id, rung=candidate.rung + 1))
                 self.next_id += 1
                 return
