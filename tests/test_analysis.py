@@ -656,3 +656,17 @@ def test_nas_report_command(tmp_path, capsys):
     assert (path / "report" / "index.html").is_file()
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "nas: error:" in capsys.readouterr().err
+
+
+def test_promotion_chooses_among_the_searchs_own_finds_not_its_baselines(tmp_path):
+    from nas.search.leaderboard import trials_frame
+    from nas.search.promote import select
+
+    rows = evolution_rows()
+    rows[0].update(origin="seed", miou=0.9, objective=0.9)  # evolution seeded with the baseline, which won
+    path = make_run(tmp_path / "seeded", rows=rows, promoted=False)
+    base = frozenset({get_spec("deeplabv3-resnet50").hash})
+    assert list(select(trials_frame(path), 2, False)["name"]) == ["deeplabv3-resnet50", "evo-7"]
+    assert list(select(trials_frame(path), 2, False, baselines=base)["name"]) == ["evo-7", "evo-4"]
+    front = select(trials_frame(path), 5, True, baselines=base)
+    assert "deeplabv3-resnet50" not in set(front["name"]) and len(front) >= 1

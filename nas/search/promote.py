@@ -192,10 +192,14 @@ class Model:
     row: Any = None  # the candidate's trials.parquet row (a baseline the search trained has one too)
 
 
-def select(trials: pd.DataFrame, top: int, pareto: bool, cost: str = "flops") -> pd.DataFrame:
-    """The candidates to promote: the ``top`` best by objective, or the Pareto front (at most ``top``)."""
+def select(
+    trials: pd.DataFrame, top: int, pareto: bool, cost: str = "flops", baselines: frozenset[str] = frozenset()
+) -> pd.DataFrame:
+    """The candidates to promote: the ``top`` best by objective, or the Pareto front (at most ``top``),
+    of the search's own finds: a network among the ``baselines`` (spec hashes; evolution may have
+    been seeded with one) is retrained as the reference, not as a candidate."""
     board = leaderboard(trials)
-    board = board[board["status"] == OK]
+    board = board[(board["status"] == OK) & ~board["spec_hash"].isin(baselines)]
     if pareto:
         points = list(zip(board["miou"], board[cost]))
         board = board.iloc[pareto_front(points)]
@@ -239,10 +243,12 @@ def promote(
     task = load_task(config.task, config.data_root)
     fid = task.fidelity(fidelity)
     group = _worker_group(config, task, fidelity, workers, cpus_per_worker, gpus_per_worker)
-    chosen = select(trials_frame(run_dir), top, pareto, config.objective.cost)
+    baselines = config.baselines or DEFAULT_BASELINES
+    reference = frozenset(config_spec(ref).hash for ref in baselines)
+    chosen = select(trials_frame(run_dir), top, pareto, config.objective.cost, reference)
     if chosen.empty:
-        raise SearchError(f"{run_dir}: no successful trial to promote")
-    models = _models(chosen, config.baselines or DEFAULT_BASELINES)
+        raise SearchError(f"{run_dir}: no successful trial to promote (besides the baselines)")
+    models = _models(chosen, baselines)
     scaled = {}
     for model in models:
         try:
