@@ -132,12 +132,12 @@ class PromotionSummary:
         # The multi-scale column only where a fidelity measured it: single-scale mIoU stays the ranking figure.
         multi = any(r.get("promoted_miou_ms") is not None for r in self.rows)
         ms_label = f"{self.fidelity} mIoU ms"
-        header = f"{'hash':<12} {'name':<24} {'proxy mIoU':>10} {label:>16} " + (f"{ms_label:>19} " if multi else "")
+        header = f"{'hash':<12} {'name':<24} {'search mIoU':>11} {label:>16} " + (f"{ms_label:>19} " if multi else "")
         lines = [f"{header}{'status':<8}"]
         for r in self.rows:
             augmented = f"{_fmt(r.get('promoted_miou_ms')):>19} " if multi else ""
             lines.append(
-                f"{r['spec_hash'][:10]:<12} {(r['name'] or '-')[:24]:<24} {_fmt(r['proxy_miou']):>10} "
+                f"{r['spec_hash'][:10]:<12} {(r['name'] or '-')[:24]:<24} {_fmt(r['proxy_miou']):>11} "
                 f"{_fmt(r['promoted_miou']):>16} {augmented}{r['status']:<8}"
             )
         for key, name in (("miou", label), ("miou_ms", ms_label)):
@@ -145,7 +145,7 @@ class PromotionSummary:
                 lines.append(f"{name}: {self.evaluation[key]}")
         lines.append(
             f"Kendall tau {_fmt(self.kendall_tau)}, Spearman rho {_fmt(self.spearman_rho)} "
-            f"(proxy vs {self.fidelity} mIoU over {sum(r['status'] == OK for r in self.rows)} models)"
+            f"(the search's mIoU vs {self.fidelity} mIoU over {sum(r['status'] == OK for r in self.rows)} models)"
         )
         return "\n".join([*lines, *format_comparison(self.comparison)])
 
