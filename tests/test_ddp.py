@@ -280,7 +280,7 @@ def test_promote_trains_each_model_data_parallel(tmp_path: Path, capsys) -> None
     from nas.search.config import load_search_config
     from nas.search.runner import open_search, prepare_run_dir
 
-    # A run of one trial, its baseline, trained in this process.
+    # A run of two trials, the baseline and one candidate, trained in this process.
     write_task(tmp_path)
     config = {
         "name": "ddp",
@@ -288,7 +288,7 @@ def test_promote_trains_each_model_data_parallel(tmp_path: Path, capsys) -> None
         "fidelity": "b4",
         "baselines": ["deeplabv3-resnet50"],
         "strategy": {"name": "random"},
-        "budget": {"trials": 1},
+        "budget": {"trials": 2},
         "resources": {"cpus_per_trial": 1, "ray_cpus": 2},
     }
     (tmp_path / "search.yaml").write_text(yaml.safe_dump(config))
@@ -311,6 +311,7 @@ def test_promote_trains_each_model_data_parallel(tmp_path: Path, capsys) -> None
     err = capsys.readouterr().err
     baseline = get_spec("deeplabv3-resnet50")
     assert f"training baseline deeplabv3-resnet50 ({baseline.hash[:10]}) seed 0 on 2 workers of 1 CPU" in err
+    assert "training candidate random-1 " in err  # the search's own find, beside the baseline
     folder = tmp_path / "run" / "promoted" / baseline.hash
     record = json.loads((folder / "metrics.json").read_text())
     assert record["status"] == "ok" and record["role"] == "baseline" and record["seed"] == 0
