@@ -16,24 +16,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from nas.common.errors import UserError
+from nas.search.correlation import AGREEMENT_KEYS
 from nas.search.fidelity import format_summary, read_summary, summarise_file
 
-AGREEMENT_COLUMNS = [
-    "fidelity",
-    "metric",
-    "architectures",
-    "seconds",
-    "tau",
-    "tau_low",
-    "tau_high",
-    "rho",
-    "rho_low",
-    "rho_high",
-    "n",
-    "includes_zero",
-    "seed_to_seed_tau",
-    "spread_over_noise",
-]
+AGREEMENT_COLUMNS = ["fidelity", "metric", "architectures", "seconds", "n", *AGREEMENT_KEYS]
+AGREEMENT_COLUMNS += ["seed_to_seed_tau", "spread_over_noise"]
 
 
 class FidelityLoadError(UserError):
@@ -73,7 +60,7 @@ class Fidelity:
                     "metric": entry["metric"],
                     "architectures": entry["architectures"],
                     "seconds": entry.get("seconds"),
-                    **{key: versus.get(key) for key in AGREEMENT_COLUMNS[4:12]},
+                    **{key: versus.get(key) for key in ("n", *AGREEMENT_KEYS)},
                     "seed_to_seed_tau": seeds.get("tau"),
                     "spread_over_noise": entry.get("spread_over_noise"),
                 }

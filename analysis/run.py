@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from nas.common.errors import UserError, first_line
 from nas.search.config import RungConfig
-from nas.search.correlation import MIN_PAIRS
+from nas.search.correlation import AGREEMENT_KEYS, MIN_PAIRS
 from nas.search.ladder import ladder_agreement
 from nas.search.leaderboard import leaderboard as rank_trials
 from nas.search.objective import COSTS, pareto_front
@@ -96,20 +96,7 @@ LINEAGE_COLUMNS = [
     "miou",
     "status",
 ]
-LADDER_COLUMNS = [
-    "fidelity",
-    "next_fidelity",
-    "evaluated",
-    "went_up",
-    "n",
-    "tau",
-    "tau_low",
-    "tau_high",
-    "rho",
-    "rho_low",
-    "rho_high",
-    "includes_zero",
-]
+LADDER_COLUMNS = ["fidelity", "next_fidelity", "evaluated", "went_up", "n", *AGREEMENT_KEYS]
 REFERENCE_COLUMNS = ["name", "spec_hash", "trained", "trial_id", "miou", "cost", "note"]
 PROMOTED_SEED_COLUMNS = {
     "spec_hash": "object",

@@ -18,6 +18,8 @@ import numpy as np
 
 LEVEL = 0.9
 RESAMPLES = 2000
+# What `rank_agreement` returns besides ``n`` and ``level``, in the order tables show them.
+AGREEMENT_KEYS = ("tau", "tau_low", "tau_high", "rho", "rho_low", "rho_high", "includes_zero")
 MIN_PAIRS = 3  # below this a rank correlation says nothing (two points always agree or disagree)
 
 
@@ -31,7 +33,7 @@ def rank_agreement(
 
     pairs = [(float(a), float(b)) for a, b in zip(x, y) if _rankable(a) and _rankable(b)]
     result: dict[str, Any] = {"n": len(pairs), "level": level}
-    for key in ("tau", "tau_low", "tau_high", "rho", "rho_low", "rho_high", "includes_zero"):
+    for key in AGREEMENT_KEYS:
         result[key] = None
     if len(pairs) < MIN_PAIRS:
         return result
