@@ -1,17 +1,18 @@
 """Promotion without Ray: each training's seed folder, written as its trial ends; a folder with no run;
-exporting a model no seed of which trained."""
+exporting a model no seed of which trained; what the search already trained; which candidates."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 from nas.cli import main
 from nas.model.export import ExportError, find_source
-from nas.search.promote import Model, _done, write_training
+from nas.search.promote import Model, _done, _plan, _search_trained, select, write_search_trained, write_training
 from nas.search.run_dir import write_json
 from nas.search.status import FAILED, LOST, OK
 from search_spaces import get_spec
@@ -77,3 +78,77 @@ def test_exporting_a_promoted_model_no_seed_of_which_trained_says_how_each_seed_
         f"{folder}: no model.pt or checkpoint.pt in this directory (seeds/full-seed0 ended failed: RuntimeError: "
         f"CUDA out of memory; seeds/full-seed1 ended failed: {LOST})"
     )
+
+
+def _row(trial_id: int, spec_hash: str, fidelity: str, seed: int, status: str = OK, miou: float = 0.3) -> dict:
+    return {
+        "trial_id": trial_id,
+        "spec_hash": spec_hash,
+        "name": f"n{trial_id}",
+        "spec_json": "{}",
+        "fidelity": fidelity,
+        "seed": seed,
+        "status": status,
+        "miou": miou,
+        "objective": miou,
+        "flops": 10,
+        "params": 5,
+        "rung": 1 if fidelity == "long" else 0,
+        "train_seconds": 2.5,
+    }
+
+
+def test_trainings_the_search_ran_at_the_promotion_fidelity_are_taken_and_each_model_keeps_one_with_weights(
+    tmp_path: Path,
+) -> None:
+    model = _model()
+    other = Model("f" * 16, "other", "{}", "candidate")
+    trials = pd.DataFrame(
+        [
+            _row(0, model.spec_hash, "short", 0),
+            _row(1, model.spec_hash, "long", 0, miou=0.41),
+            _row(2, model.spec_hash, "long", 1, status="pruned"),  # stopped short: not a training to take
+            _row(3, other.spec_hash, "long", 1, miou=0.2),
+        ]
+    )
+    found = _search_trained(trials, "long", augmented=False)
+    assert sorted(found) == [(model.spec_hash, 0), (other.spec_hash, 1)] and found[model.spec_hash, 0]["trial_id"] == 1
+    assert _search_trained(trials, "long", augmented=True) == {}  # the table keeps no test-time-augmented mIoU
+
+    todo, reused = _plan([model, other], [0, 1], tmp_path, "long", found)
+    # model: seed 0 from the search, seed 1 trained; other: its only search seed is 1, seed 0 is trained.
+    assert [(m.name, s) for m, s in todo] == [("other", 0), ("spinenet-49s", 1)]
+    assert [(m.name, s, r["trial_id"]) for m, s, r in reused] == [("spinenet-49s", 0, 1), ("other", 1, 3)]
+
+    # With one seed, and that one trained by the search, it is trained all the same: the weights.
+    todo, reused = _plan([model], [0], tmp_path, "long", found)
+    assert [(m.name, s) for m, s in todo] == [("spinenet-49s", 0)] and reused == []
+
+    messages: list[str] = []
+    write_search_trained(
+        tmp_path, model, "long", 0, found[model.spec_hash, 0], get_spec("spinenet-49s"), messages.append
+    )
+    folder = tmp_path / "promoted" / model.spec_hash / "seeds" / "long-seed0"
+    record = json.loads((folder / "metrics.json").read_text())
+    assert record["search_trial_id"] == 1 and record["status"] == OK and record["seed"] == 0
+    assert record["full"] == {"miou": 0.41, "flops": 10, "params": 5, "train_seconds": 2.5}
+    assert _done(folder) and not (folder / "model.pt").exists() and "trained by the search: trial 1" in messages[0]
+    # Done, without weights: a second seed must be trained for them even where the search has it too.
+    found[model.spec_hash, 1] = _row(4, model.spec_hash, "long", 1)
+    todo, reused = _plan([model], [0, 1], tmp_path, "long", found)
+    assert [(m.name, s) for m, s in todo] == [("spinenet-49s", 1)] and reused == []
+
+
+def test_a_network_at_several_rungs_is_one_candidate_ranked_by_its_top_rung() -> None:
+    trials = pd.DataFrame(
+        [
+            _row(0, "a" * 16, "short", 0, miou=0.9),
+            _row(1, "a" * 16, "long", 0, miou=0.5),
+            _row(2, "b" * 16, "short", 0, miou=0.8),
+            _row(3, "c" * 16, "short", 0, miou=0.7),
+            _row(4, "d" * 16, "long", 0, miou=0.6),
+        ]
+    )
+    chosen = select(trials, top=3, pareto=False)
+    assert list(chosen["trial_id"]) == [4, 1, 2]  # the top rung first, each network once
+    assert list(select(trials, top=5, pareto=False, baselines=frozenset({"d" * 16}))["trial_id"]) == [1, 2, 3]

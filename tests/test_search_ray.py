@@ -131,7 +131,22 @@ def test_a_search_on_local_ray_records_every_trial_and_nas_show_lists_them(tmp_p
 
 def test_promotion_compares_the_best_with_the_baseline_over_seeds_and_resumes(tmp_path, local_ray, capsys) -> None:
     run_search(load_search_config(write_config(tmp_path, trials=1, steps=2)), tmp_path / "run", log=lambda _: None)
-    summary = promote(tmp_path / "run", top=1, fidelity="smoke", seeds=2, log=lambda _: None)
+    messages: list[str] = []
+    summary = promote(tmp_path / "run", top=1, fidelity="smoke", seeds=2, log=messages.append)
+
+    # The search trained the candidate at this fidelity with seed 0: that training is taken, not repeated;
+    # seed 1 is trained here and gives the weights.
+    [searched] = pd.read_parquet(tmp_path / "run" / "trials.parquet").to_dict("records")
+    assert "(1 of 4 trainings already done, 1 of them by the search)" in messages[0]
+    taken = tmp_path / "run" / "promoted" / searched["spec_hash"] / "seeds" / "smoke-seed0"
+    record = json.loads((taken / "metrics.json").read_text())
+    assert record["search_trial_id"] == searched["trial_id"] and record["full"]["miou"] == searched["miou"]
+    assert record["full"]["flops"] == searched["flops"] and not (taken / "model.pt").exists()
+    trained_here = taken.parent / "smoke-seed1" / "spec.json"
+    assert ArchSpec.from_json((taken / "spec.json").read_text()) == ArchSpec.from_json(trained_here.read_text())
+    assert sum(m.startswith("promoted ") and "trained by the search" not in m for m in messages) == 3
+    published = json.loads((taken.parent.parent / "metrics.json").read_text())
+    assert published["seed"] == 1 and (taken.parent.parent / "model.pt").is_file()  # the seed with weights
 
     # The best candidate and the default baseline (the config names none), each trained with seeds 0 and 1.
     seeds = pd.read_parquet(tmp_path / "run" / "promoted_seeds.parquet")
@@ -174,7 +189,7 @@ def test_promotion_compares_the_best_with_the_baseline_over_seeds_and_resumes(tm
 
     # Run again: every (model, fidelity, seed) is already trained, so nothing is.
     written = {p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "promoted").glob("*/seeds/*/metrics.json")}
-    messages: list[str] = []
+    messages.clear()
     again = promote(tmp_path / "run", top=1, fidelity="smoke", seeds=2, log=messages.append)
     assert len(written) == 4 and "(4 of 4 trainings already done)" in messages[0]
     assert not any(m.startswith("promoted ") for m in messages)

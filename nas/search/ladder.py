@@ -6,7 +6,8 @@ fidelities). `goes_up` decides once, when the candidate's result arrives: it goe
 ranks within the best ``ceil(keep * n)`` of the n results of its rung so far (itself included), so
 the decision depends only on the table up to its row and a resumed search decides the same. The
 first results are compared with few: the very first always goes up. A rung sends up at most
-``ceil(keep * budget)`` candidates over the whole search (`rung_quotas`): without that cap a stream of
+``ceil(keep * budget)`` candidates over the whole search, a later rung ``keep`` of the cap of the
+rung below (`rung_quotas`): without that cap a stream of
 ever better candidates, which an evolving population is, sends up far more than ``keep`` of them
 (62 % at keep 0.3 in the quickstart). Baselines always go up (they are the reference at every rung)
 and count among the results, not against the cap.
@@ -99,7 +100,7 @@ def rung_quotas(ladder: Sequence[RungConfig], budget: int) -> list[int]:
 
 def ladder_agreement(rows: Sequence[dict[str, Any]], ladder: Sequence[RungConfig], top: str) -> list[dict[str, Any]]:
     """One entry per pair of adjacent rungs: their fidelities, how many candidates each evaluated, and
-    the rank agreement over the candidates at both (`rank_agreement`'s keys)."""
+    the rank agreement over the candidates (baselines too) at both (`rank_agreement`'s keys)."""
     metrics = [r.metric for r in ladder] + ["auto"]
     fidelities = [r.fidelity for r in ladder] + [top]
     by_rung: list[dict[str, float]] = [{} for _ in fidelities]
@@ -136,7 +137,7 @@ def format_ladder(entries: Sequence[dict[str, Any]]) -> list[str]:
     """The lines `nas show` and `nas search` print for `ladder_agreement`; [] without a ladder."""
     if not entries:
         return []
-    lines = ["fidelity ladder (rank agreement of each rung with the next, over the candidates at both; 90% intervals):"]
+    lines = ["fidelity ladder (rank agreement of each rung with the next, over the networks at both; 90% intervals):"]
     for e in entries:
         lines.append(
             f"  {e['fidelity']} -> {e['next_fidelity']}: {e['evaluated']} evaluated, {e['went_up']} went up; "

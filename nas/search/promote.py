@@ -16,8 +16,10 @@ workers (`nas.search.distributed`), and writes
   ``comparison``: each candidate against each baseline (`compare_seeds`, the rule in `VERDICT_RULE`).
 
 A (model, fidelity, seed) already trained is not trained again, so an interrupted promotion resumes
-where it stopped, and more seeds add to the ones there. ``nas train --arch RUN_DIR/promoted/<hash>/spec.json``
-retrains one.
+where it stopped, and more seeds add to the ones there. Neither is one the search trained (a ladder's
+top rung, or a search at the promotion fidelity): its row's metrics are taken (`write_search_trained`),
+and each model still gets one seed trained here, for the weights the search does not keep.
+``nas train --arch RUN_DIR/promoted/<hash>/spec.json`` retrains one.
 """
 
 from __future__ import annotations
@@ -61,6 +63,22 @@ from .runner import Job, SearchError, config_spec, connect_ray, run_jobs
 from .status import FAILED, MISSING, OK, row_status, tune_status
 from .trainable import MODEL_NAME
 
+SEARCH_TRIAL = "search_trial_id"  # in a seed's metrics.json: the search trial it was taken from
+# What a seed taken from the search keeps of its row: the metrics a promoted training reports.
+SEARCH_METRICS = (
+    "miou",
+    "pixel_accuracy",
+    "val_loss",
+    "loss_final",
+    "flops",
+    "params",
+    "latency_ms",
+    "train_seconds",
+    "eval_seconds",
+    "images_per_second",
+    "peak_memory_mb",
+    "steps",
+)
 ALPHA = 0.05
 MIN_SEEDS = 2  # on each side: below this a t-test has no variance to work with
 VERDICT_RULE = (
@@ -200,6 +218,7 @@ def select(
     been seeded with one) is retrained as the reference, not as a candidate."""
     board = leaderboard(trials)
     board = board[(board["status"] == OK) & ~board["spec_hash"].isin(baselines)]
+    board = board.drop_duplicates("spec_hash")  # a network at several rungs: its top rung's row
     if pareto:
         points = list(zip(board["miou"], board[cost]))
         board = board.iloc[pareto_front(points)]
@@ -245,7 +264,8 @@ def promote(
     group = _worker_group(config, task, fidelity, workers, cpus_per_worker, gpus_per_worker)
     baselines = config.baselines or DEFAULT_BASELINES
     reference = frozenset(config_spec(ref).hash for ref in baselines)
-    chosen = select(trials_frame(run_dir), top, pareto, config.objective.cost, reference)
+    trials = trials_frame(run_dir)
+    chosen = select(trials, top, pareto, config.objective.cost, reference)
     if chosen.empty:
         raise SearchError(f"{run_dir}: no successful trial to promote (besides the baselines)")
     models = _models(chosen, baselines)
@@ -259,9 +279,8 @@ def promote(
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise SearchError(f"{run_dir}: not writable; the promoted models are written into it")
     seed_list = list(range(seed, seed + seeds))
-    todo = [
-        (m, s) for s in seed_list for m in models if not _done(promoted_seed_dir(run_dir, m.spec_hash, fidelity, s))
-    ]
+    found = {} if init_config is not None else _search_trained(trials, fidelity, fid.augmented_evaluation)
+    todo, reused = _plan(models, seed_list, run_dir, fidelity, found)
     if not todo:
         connected = False
     elif group is None:
@@ -270,10 +289,13 @@ def promote(
         connected = connect_for_workers(group, address, log, config)
     try:
         runs = len(models) * len(seed_list)
+        taken = f", {len(reused)} of them by the search" if reused else ""
         log(
             f"promoting {len(chosen)} candidates and {sum(m.role == 'baseline' for m in models)} baselines at "
-            f"{fidelity} fidelity, seeds {seed_list} ({runs - len(todo)} of {runs} trainings already done)"
+            f"{fidelity} fidelity, seeds {seed_list} ({runs - len(todo)} of {runs} trainings already done{taken})"
         )
+        for model, s, row in reused:
+            write_search_trained(run_dir, model, fidelity, s, row, scaled[model.spec_hash], log)
         if todo and group is None:
             _train(todo, config, task, fidelity, run_dir, log, init_config)
         elif todo:
@@ -340,14 +362,50 @@ def _models(chosen: pd.DataFrame, baselines: Sequence[str]) -> list[Model]:
 
 
 def _done(folder: Path) -> bool:
-    """A (model, fidelity, seed) trained to the end: its metrics say ok and its weights are there."""
+    """A (model, fidelity, seed) trained to the end: its metrics say ok, and its weights are there or
+    it is a search trial's (`write_search_trained`: the search keeps no weights)."""
     metrics = folder / PROMOTED_METRICS
-    if not (metrics.is_file() and (folder / MODEL_NAME).is_file()):
+    if not metrics.is_file():
         return False
     try:
-        return read_mapping(metrics, SearchError).get("status") == OK
+        record = read_mapping(metrics, SearchError)
     except SearchError:
         return False
+    return record.get("status") == OK and ((folder / MODEL_NAME).is_file() or record.get(SEARCH_TRIAL) is not None)
+
+
+def _search_trained(trials: pd.DataFrame, fidelity: str, augmented: bool) -> dict[tuple[str, int], dict[str, Any]]:
+    """The search's own trainings at ``fidelity`` that a promotion at it need not repeat, by (spec hash,
+    seed): each the first row that ended ok (a pruned one stopped short). The same trainable ran them
+    on the same task, so they are the trainings a promotion would run (bit for bit on a CPU). None
+    where the fidelity evaluates with test-time augmentation, which the table does not keep."""
+    if augmented:
+        return {}
+    found: dict[tuple[str, int], dict[str, Any]] = {}
+    for row in trials[(trials["fidelity"] == fidelity) & (trials["status"] == OK)].to_dict("records"):
+        if finite_or_none(row.get("seed")) is not None:
+            found.setdefault((row["spec_hash"], int(row["seed"])), row)
+    return found
+
+
+def _plan(
+    models: list[Model], seeds: list[int], run_dir: Path, fidelity: str, found: dict[tuple[str, int], dict[str, Any]]
+) -> tuple[list[tuple[Model, int]], list[tuple[Model, int, dict[str, Any]]]]:
+    """What to train and what to take from the search's trials (``found``), each a (model, seed) not
+    done yet. A model keeps one seed with weights (to export and retrain): where every seed it lacks
+    is a search trial and none it has carries weights, its first such seed is trained all the same."""
+    todo, reused = [], []
+    for model in models:
+        folders = {s: promoted_seed_dir(run_dir, model.spec_hash, fidelity, s) for s in seeds}
+        missing = [s for s in seeds if not _done(folders[s])]
+        weighted = any((folders[s] / MODEL_NAME).is_file() for s in seeds if s not in missing)
+        searched = [s for s in missing if (model.spec_hash, s) in found]
+        if searched and not weighted and len(searched) == len(missing):
+            searched = searched[1:]
+        todo += [(model, s) for s in missing if s not in searched]
+        reused += [(model, s, found[model.spec_hash, s]) for s in searched]
+    todo.sort(key=lambda job: seeds.index(job[1]))  # seed by seed, as before: the first seeds of all come first
+    return todo, reused
 
 
 def _train(
@@ -439,6 +497,33 @@ def write_training(
     )
 
 
+def write_search_trained(
+    run_dir: Path, model: Model, fidelity: str, seed: int, row: dict[str, Any], trained: ArchSpec, log
+) -> None:
+    """Write the ``seeds/<fidelity>-seed<seed>/`` folder of a training the search already ran (its
+    trials.parquet ``row``): ``trained`` (the spec at the fidelity's width) and the row's metrics, with
+    the trial it came from under `SEARCH_TRIAL`; no weights (the search keeps none)."""
+    folder = promoted_seed_dir(run_dir, model.spec_hash, fidelity, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MODEL_NAME).unlink(missing_ok=True)  # a failed training's leftovers are not this one's
+    with atomic_path(folder / PROMOTED_SPEC) as tmp:
+        tmp.write_text(trained.to_json())
+    metrics = {k: json_ready(row[k]) for k in SEARCH_METRICS if k in row and finite_or_none(row[k]) is not None}
+    record = {
+        **_identity(model, fidelity, seed),
+        "status": OK,
+        "error": None,
+        "full": metrics,
+        "proxy": _proxy(model),
+        SEARCH_TRIAL: int(row["trial_id"]),
+    }
+    write_json(folder / PROMOTED_METRICS, record)
+    log(
+        f"promoted {model.role} {model.name} ({model.spec_hash[:10]}) seed {seed}: {OK}, {fidelity} mIoU "
+        f"{_fmt(metrics.get('miou'))} (trained by the search: trial {record[SEARCH_TRIAL]})"
+    )
+
+
 def _identity(model: Model, fidelity: str, seed: int) -> dict[str, Any]:
     """What names one training of a promotion: the model, its role, the fidelity and the seed."""
     trial_id = None if model.row is None else int(model.row["trial_id"])
@@ -458,11 +543,11 @@ def _proxy(model: Model) -> dict[str, Any]:
 
 
 def _publish(run_dir: Path, spec_hash: str, fidelity: str, seeds: list[int]) -> None:
-    """The first trained seed's files as the model's own (``promoted/<hash>/``): what `nas export`,
-    `nas train --arch` and `analysis.load_run` read."""
+    """The files of the first seed trained with its weights as the model's own (``promoted/<hash>/``):
+    what `nas export`, `nas train --arch` and `analysis.load_run` read."""
     for seed in seeds:
         source = promoted_seed_dir(run_dir, spec_hash, fidelity, seed)
-        if _done(source):
+        if _done(source) and (source / MODEL_NAME).is_file():
             target = promoted_dir(run_dir, spec_hash)
             for name in (MODEL_NAME, PROMOTED_SPEC, PROMOTED_METRICS):  # metrics last: it says what is there
                 with atomic_path(target / name) as tmp:
