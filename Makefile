@@ -42,7 +42,7 @@ format: install
 test: lint
 	$(VENV)/bin/pytest -n 2 -q
 
-# The whole pipeline in miniature (measured about 24 minutes on 2 CPU cores): the quickstart's ladder search,
+# The whole pipeline in miniature (measured 23 minutes on 2 idle CPU cores): the quickstart's ladder search,
 # the promotion of its top 2 beside DeepLabv3-ResNet-50 at the CPU promotion preset over 2 seeds,
 # and the report with the verdict. Run again: each step resumes or shows what it has.
 demo: install
