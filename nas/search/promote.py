@@ -404,7 +404,7 @@ def _plan(
             searched = searched[1:]
         todo += [(model, s) for s in missing if s not in searched]
         reused += [(model, s, found[model.spec_hash, s]) for s in searched]
-    todo.sort(key=lambda job: seeds.index(job[1]))  # seed by seed, as before: the first seeds of all come first
+    todo.sort(key=lambda job: seeds.index(job[1]))  # seed-major: every model's first seed before any second one
     return todo, reused
 
 
