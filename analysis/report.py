@@ -144,8 +144,7 @@ def _ladder_section(run: Run) -> str:
     text = (
         "<p>Every candidate is evaluated at the cheapest rung; the best share of each rung goes up to the next. "
         "Kendall tau and Spearman rho between a rung and the next, over the candidates (and baselines) that "
-        "reached both, "
-        "with 90% bootstrap intervals.</p>"
+        "reached both, with 90% bootstrap intervals.</p>"
     )
     return _section("Fidelity ladder", text + _table(ladder) + note)
 

@@ -7,10 +7,10 @@ ranks within the best ``ceil(keep * n)`` of the n results of its rung so far (it
 the decision depends only on the table up to its row and a resumed search decides the same. The
 first results are compared with few: the very first always goes up. A rung sends up at most
 ``ceil(keep * budget)`` candidates over the whole search, a later rung ``keep`` of the cap of the
-rung below (`rung_quotas`): without that cap a stream of
-ever better candidates, which an evolving population is, sends up far more than ``keep`` of them
-(62 % at keep 0.3 in the quickstart). Baselines always go up (they are the reference at every rung)
-and count among the results, not against the cap.
+rung below (`rung_quotas`): without that cap a stream of ever better candidates, which an evolving
+population is, sends up far more than ``keep`` of them (62 % at keep 0.3 in the quickstart).
+Baselines always go up (they are the reference at every rung) and count among the results, not
+against the cap.
 
 `ladder_agreement` measures the ladder: for each rung and the next, Kendall tau and Spearman rho with
 bootstrap intervals (`nas.search.correlation.rank_agreement`) between the candidates' values at the

@@ -61,24 +61,12 @@ from .run_dir import (
 )
 from .runner import Job, SearchError, config_spec, connect_ray, run_jobs
 from .status import FAILED, MISSING, OK, row_status, tune_status
+from .store import METRICS
 from .trainable import MODEL_NAME
 
 SEARCH_TRIAL = "search_trial_id"  # in a seed's metrics.json: the search trial it was taken from
-# What a seed taken from the search keeps of its row: the metrics a promoted training reports.
-SEARCH_METRICS = (
-    "miou",
-    "pixel_accuracy",
-    "val_loss",
-    "loss_final",
-    "flops",
-    "params",
-    "latency_ms",
-    "train_seconds",
-    "eval_seconds",
-    "images_per_second",
-    "peak_memory_mb",
-    "steps",
-)
+# What a seed taken from the search keeps of its row: the table's metrics of a training's outcome.
+SEARCH_METRICS = (*METRICS, "val_loss")
 ALPHA = 0.05
 MIN_SEEDS = 2  # on each side: below this a t-test has no variance to work with
 VERDICT_RULE = (
